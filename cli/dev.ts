@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { loadConfig } from '../core/config.js';
+import type { EngineSpec } from '../core/engine.js';
+import { startSim, type RunningSim } from '../engine-sim/server.js';
+import { configKeyResolver } from '../router/auth.js';
+import { createGateway } from '../router/server.js';
+import { startTelemetry } from '../router/tracing.js';
+import { numberFlag, parseCommandArgs, untilSignal } from './args.js';
+
+const help = `switchyard dev [--engines 4] [--port 8080] [--time-scale X] [--models a,b] [--config FILE]
+
+The gateway plus N simulated vLLM engines, each its own server on a loopback port, with embedded state.
+  --engines N      simulated engines (default 4)
+  --port P         gateway port (default env PORT, else 8080)
+  --time-scale X   run the engines' clocks X times faster than real time (default 1)
+  --models a,b     models to serve, assigned to the engines in turn (default llama-3.1-8b-instruct)
+  --config FILE    a switchyard.yaml whose settings apply on top (its engines are ignored)
+The API key is env SWITCHYARD_API_KEY, or a new one printed at start.`;
+
+export async function runDevCommand(argv: string[]): Promise<void> {
+  const flags = parseCommandArgs(
+    'dev',
+    help,
+    {
+      engines: { type: 'string' },
+      port: { type: 'string' },
+      'time-scale': { type: 'string' },
+      models: { type: 'string' },
+      config: { type: 'string', short: 'c' },
+    },
+    argv,
+  );
+  const engineCount = numberFlag('dev', 'engines', flags.engines, 4, (n) => Number.isInteger(n) && n >= 1 && n <= 64);
+  const timeScale = numberFlag('dev', 'time-scale', flags['time-scale'], 1, (n) => n > 0);
+  const port = flags.port === undefined ? undefined : numberFlag('dev', 'port', flags.port, 8080, (n) => Number.isInteger(n) && n >= 0 && n < 65536);
+  const models = (flags.models ?? 'llama-3.1-8b-instruct').split(',').map((m) => m.trim()).filter((m) => m !== '');
+  if (models.length === 0) {
+    console.error('switchyard dev: --models lists no model');
+    process.exit(2);
+  }
+
+  const apiKey = process.env.SWITCHYARD_API_KEY || `sk-sy-${randomBytes(24).toString('base64url')}`;
+  const keyWasGenerated = apiKey !== process.env.SWITCHYARD_API_KEY;
+
+  const sims: RunningSim[] = [];
+  for (let i = 0; i < engineCount; i++) sims.push(await startSim({ model: models[i % models.length]!, port: 0, timeScale, seed: i }));
+  const engines: EngineSpec[] = sims.map((sim, i) => ({ id: `sim-${i}`, url: sim.url, kind: 'vllm', models: [sim.model], labels: { pool: 'default' } }));
+
+  const config = loadConfig({
+    path: flags.config,
+    base: { auth: { keys: [{ principal: 'dev', env: 'SWITCHYARD_API_KEY' }] } },
+    env: port === undefined ? process.env : { ...process.env, PORT: String(port) },
+  });
+  const stopTelemetry = await startTelemetry();
+  const gateway = createGateway({
+    config,
+    engines,
+    resolver: configKeyResolver(config.auth.keys, { ...process.env, SWITCHYARD_API_KEY: apiKey }),
+  });
+  const url = await gateway.listen();
+
+  console.log(`switchyard dev: gateway on ${url} with ${engineCount} simulated engine(s)`);
+  console.log(`  models:  ${models.join(', ')}`);
+  console.log(`  API key: ${keyWasGenerated ? `${apiKey}   (generated; set SWITCHYARD_API_KEY to choose one)` : '(from SWITCHYARD_API_KEY)'}`);
+  console.log(`  try:     curl -s ${url}/v1/chat/completions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\`);
+  console.log(`             -d '{"model":"${models[0]}","messages":[{"role":"user","content":"hi"}]}'`);
+
+  await untilSignal();
+  await gateway.close();
+  await Promise.all(sims.map((s) => s.close()));
+  await stopTelemetry();
+}

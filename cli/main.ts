@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+import { ConfigError } from '../core/config.js';
+
+const usage = `switchyard <command> [options]
+
+Commands:
+  dev    [--engines 4] [--port 8080] [--time-scale X] [--models a,b] [--config FILE]
+         The gateway plus N simulated engines on loopback, embedded state. Prints the URL, models and API key.
+  serve  --config switchyard.yaml
+         The production gateway in front of the engines listed in the config.
+  sim    --port P --model NAME [timing, profile and fault flags; see 'switchyard sim --help']
+         One simulated vLLM-compatible engine.
+
+Run 'switchyard <command> --help' for a command's options.`;
+
+type Command = (argv: string[]) => Promise<void>;
+
+const commands: Record<string, () => Promise<Command>> = {
+  dev: async () => (await import('./dev.js')).runDevCommand,
+  serve: async () => (await import('./serve.js')).runServeCommand,
+  sim: async () => (await import('./sim.js')).runSimCommand,
+};
+
+async function main(): Promise<void> {
+  const [name, ...argv] = process.argv.slice(2);
+  if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
+    console.log(usage);
+    return;
+  }
+  const load = commands[name];
+  if (load === undefined) {
+    console.error(`switchyard: unknown command "${name}"\n\n${usage}`);
+    process.exit(2);
+  }
+  await (await load())(argv);
+}
+
+main().catch((err: unknown) => {
+  if (err instanceof ConfigError) {
+    console.error(`switchyard: ${err.message}`);
+    process.exit(1);
+  }
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,35 @@
+import { loadConfig, ConfigError } from '../core/config.js';
+import { configKeyResolver } from '../router/auth.js';
+import { createGateway } from '../router/server.js';
+import { startTelemetry } from '../router/tracing.js';
+import { parseCommandArgs, untilSignal } from './args.js';
+
+const help = `switchyard serve --config switchyard.yaml
+
+The production gateway: OpenAI-compatible API in front of the engines listed in the config.
+The config path may also come from env SWITCHYARD_CONFIG. Env PORT overrides server.port.`;
+
+export async function runServeCommand(argv: string[]): Promise<void> {
+  const flags = parseCommandArgs('serve', help, { config: { type: 'string', short: 'c' } }, argv);
+  const path = flags.config ?? process.env.SWITCHYARD_CONFIG;
+  if (path === undefined) {
+    console.error(`switchyard serve: --config is required\n\n${help}`);
+    process.exit(2);
+  }
+  const config = loadConfig({ path });
+  if (config.engines.length === 0) throw new ConfigError(path, ['engines: list at least one engine to serve']);
+  if (config.auth.keys.length === 0) throw new ConfigError(path, ['auth.keys: list at least one API key (sha256 or env)']);
+  let resolver;
+  try {
+    resolver = configKeyResolver(config.auth.keys);
+  } catch (err) {
+    throw new ConfigError(path, [(err as Error).message]);
+  }
+  const stopTelemetry = await startTelemetry();
+  const gateway = createGateway({ config, resolver });
+  const url = await gateway.listen();
+  console.log(`switchyard gateway listening on ${url}`);
+  await untilSignal();
+  await gateway.close();
+  await stopTelemetry();
+}

@@ -1,0 +1,214 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+
+/**
+ * The one config loader: a YAML file, then environment overrides, then one schema check. Every part of
+ * Switchyard reads its settings from the object this returns; nothing else reads process.env for settings.
+ */
+
+const idPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+const hex64 = /^[0-9a-f]{64}$/;
+
+const EngineSchema = z
+  .object({
+    id: z.string().regex(idPattern, 'letters, digits, ".", "_" or "-", starting with a letter or digit'),
+    url: z
+      .string()
+      .regex(/^https?:\/\/[^/\s]+\/?$/, 'an http(s) base URL without a path, e.g. http://127.0.0.1:8001')
+      .transform((u) => u.replace(/\/$/, '')),
+    kind: z.enum(['vllm', 'sglang', 'llamacpp']).default('vllm'),
+    models: z.array(z.string().min(1)).min(1, 'an engine serves at least one model'),
+    labels: z.record(z.string(), z.string()).default({}),
+  })
+  .strict();
+
+const KeySchema = z.union([
+  z.object({ principal: z.string().min(1), sha256: z.string().regex(hex64, 'hex SHA-256 of the key, lower case') }).strict(),
+  z.object({ principal: z.string().min(1), env: z.string().min(1) }).strict(),
+]);
+
+const ModelSchema = z
+  .object({
+    name: z.string().min(1),
+    /** Compute pools (engine label `pool`) the model may run in; absent means any engine serving it. */
+    pools: z.array(z.string().min(1)).min(1).optional(),
+  })
+  .strict();
+
+const RoutingSchema = z
+  .object({
+    policy: z.enum(['random', 'round-robin', 'least-request', 'least-kv-cache']).default('least-request'),
+    filters: z.array(z.string().min(1)).optional(),
+    scorers: z.array(z.object({ name: z.string().min(1), weight: z.number().positive() }).strict()).optional(),
+    picker: z.string().min(1).optional(),
+  })
+  .strict();
+
+const ms = (dflt: number) => z.number().int().positive().default(dflt);
+
+export const ConfigSchema = z
+  .object({
+    server: z
+      .object({
+        host: z.string().min(1).default('127.0.0.1'),
+        port: z.number().int().min(0).max(65535).default(8080),
+        bodyLimitBytes: z.number().int().positive().default(4 * 1024 * 1024),
+      })
+      .strict()
+      .prefault({}),
+    auth: z.object({ keys: z.array(KeySchema).default([]) }).strict().prefault({}),
+    engines: z.array(EngineSchema).default([]),
+    models: z.array(ModelSchema).default([]),
+    routing: RoutingSchema.prefault({}),
+    retry: z
+      .object({
+        /** Attempts in all, the first included; each retry goes to an engine not tried yet. */
+        maxAttempts: z.number().int().min(1).max(10).default(3),
+      })
+      .strict()
+      .prefault({}),
+    timeouts: z
+      .object({
+        /** From arrival to the first byte of the answer, queueing and retries included. */
+        firstTokenMs: ms(60_000),
+        /** Longest silence between two chunks of an answer. */
+        idleMs: ms(60_000),
+        /** Whole request. Longer than the others: a long generation is not a fault. */
+        totalMs: ms(600_000),
+      })
+      .strict()
+      .prefault({}),
+    health: z
+      .object({
+        intervalMs: ms(5_000),
+        timeoutMs: ms(2_000),
+        /** Consecutive proxy failures that eject an engine until a probe succeeds again. */
+        failureThreshold: z.number().int().min(1).default(3),
+      })
+      .strict()
+      .prefault({}),
+    scrape: z.object({ intervalMs: ms(1_000), timeoutMs: ms(1_000) }).strict().prefault({}),
+    upstream: z
+      .object({
+        /** Keep-alive connections per engine. */
+        connections: z.number().int().positive().default(256),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .prefault({}),
+  })
+  .strict()
+  .superRefine((cfg, ctx) => {
+    const ids = new Set<string>();
+    cfg.engines.forEach((e, i) => {
+      if (ids.has(e.id)) ctx.addIssue({ code: 'custom', path: ['engines', i, 'id'], message: `duplicate engine id "${e.id}"` });
+      ids.add(e.id);
+    });
+    const names = new Set<string>();
+    cfg.models.forEach((m, i) => {
+      if (names.has(m.name)) ctx.addIssue({ code: 'custom', path: ['models', i, 'name'], message: `duplicate model "${m.name}"` });
+      names.add(m.name);
+    });
+  });
+
+export type Config = z.infer<typeof ConfigSchema>;
+export type EngineConfig = Config['engines'][number];
+export type KeyConfig = Config['auth']['keys'][number];
+export type RoutingSettings = Config['routing'];
+
+/** A config that cannot be used: names the field and says why, so start-up can exit with a useful line. */
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`invalid config (${source}):\n  ${problems.join('\n  ')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/** Environment variables that override config fields; documented in the README. */
+const envOverrides: ReadonlyArray<{ env: string; path: readonly string[]; parse: (v: string) => unknown }> = [
+  { env: 'PORT', path: ['server', 'port'], parse: Number },
+  { env: 'SWITCHYARD_HOST', path: ['server', 'host'], parse: String },
+  { env: 'SWITCHYARD_LOG_LEVEL', path: ['log', 'level'], parse: String },
+  { env: 'SWITCHYARD_ROUTING_POLICY', path: ['routing', 'policy'], parse: String },
+];
+
+export interface LoadOptions {
+  /** YAML file to read; absent means defaults plus `base`. */
+  path?: string;
+  /** Settings under the file (the dev command supplies its simulated engines this way). */
+  base?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const source = opts.path ?? 'built-in defaults';
+  let fromFile: unknown = {};
+  if (opts.path !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(opts.path, 'utf8');
+    } catch (err) {
+      throw new ConfigError(source, [`cannot read file: ${(err as Error).message}`]);
+    }
+    try {
+      fromFile = parseYaml(text) ?? {};
+    } catch (err) {
+      throw new ConfigError(source, [`not valid YAML: ${(err as Error).message}`]);
+    }
+    if (typeof fromFile !== 'object' || Array.isArray(fromFile)) throw new ConfigError(source, ['the top level must be a mapping']);
+  }
+  const raw = mergeDeep(opts.base ?? {}, fromFile as Record<string, unknown>);
+  const fromEnv: string[] = [];
+  for (const o of envOverrides) {
+    const value = env[o.env];
+    if (value === undefined || value === '') continue;
+    setPath(raw, o.path, o.parse(value));
+    fromEnv.push(`${o.path.join('.')} (from env ${o.env})`);
+  }
+  const result = ConfigSchema.safeParse(raw);
+  if (!result.success) {
+    throw new ConfigError(
+      source,
+      result.error.issues.map((issue) => {
+        const field = issue.path.length === 0 ? '(top level)' : formatPath(issue.path);
+        const viaEnv = fromEnv.find((f) => f.startsWith(`${field} `));
+        return `${viaEnv ?? field}: ${issue.message}`;
+      }),
+    );
+  }
+  return result.data;
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : `${i === 0 ? '' : '.'}${String(p)}`)).join('');
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function mergeDeep(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlainObject(b) && isPlainObject(v) ? mergeDeep(b, v) : v;
+  }
+  return out;
+}
+
+function setPath(target: Record<string, unknown>, path: readonly string[], value: unknown): void {
+  let node = target;
+  for (const key of path.slice(0, -1)) {
+    const next = node[key];
+    if (!isPlainObject(next)) node[key] = {};
+    node = node[key] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}

@@ -1,0 +1,108 @@
+/**
+ * Drives a TimingModel against the wall clock, `timeScale` times faster than real time.
+ *
+ * The engine keeps its own virtual clock that advances by exactly each step's duration, and sleeps only while it
+ * is ahead of the scaled wall clock. Timers fire no finer than ~1 ms, which at time-scale 50 is 50 virtual ms,
+ * several decode steps: so when the loop wakes up late it runs the overdue steps back to back instead of
+ * stretching each one to a timer tick, and the simulated throughput stays what the model says.
+ *
+ * Arrivals are stamped with the scaled wall clock and enter the model only once the engine clock reaches them, so
+ * a request never joins a step that started before it arrived, even while the engine is catching up.
+ */
+
+import { Deque } from './deque.js';
+import type { EngineEvent, ModelRequest, TimingModel } from './timing-model.js';
+
+// Overdue steps run back to back, but never so many that HTTP I/O starves.
+const MAX_STEPS_PER_TURN = 64;
+
+interface Arrival {
+  readonly request: ModelRequest;
+  readonly atMs: number;
+}
+
+export class EngineLoop {
+  private readonly arrivals = new Deque<Arrival>();
+  private readonly realStartMs = performance.now();
+  private engineMs = 0;
+  private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly model: TimingModel,
+    private readonly timeScale: number,
+    private readonly onEvents: (events: readonly EngineEvent[]) => void,
+  ) {
+    if (!(Number.isFinite(timeScale) && timeScale > 0)) throw new RangeError(`timeScale must be a positive number, got ${timeScale}`);
+  }
+
+  /** Virtual milliseconds since the loop was created. */
+  now(): number {
+    return (performance.now() - this.realStartMs) * this.timeScale;
+  }
+
+  /** Queues a request arriving now; returns its virtual arrival time. */
+  submit(request: ModelRequest): number {
+    const atMs = this.now();
+    this.arrivals.pushBack({ request, atMs });
+    this.wake();
+    return atMs;
+  }
+
+  abort(id: string): void {
+    for (const arrival of this.arrivals) {
+      if (arrival.request.id !== id) continue;
+      this.arrivals.remove(arrival);
+      return;
+    }
+    this.model.abort(id);
+  }
+
+  close(): void {
+    this.closed = true;
+    clearTimeout(this.timer);
+  }
+
+  private wake(): void {
+    if (this.scheduled || this.closed) return;
+    this.scheduled = true;
+    setImmediate(() => this.run());
+  }
+
+  private run(): void {
+    this.timer = undefined;
+    for (let steps = 0; steps < MAX_STEPS_PER_TURN; steps++) {
+      if (this.closed) return;
+      this.admitArrivals();
+      if (this.model.idle) {
+        const next = this.arrivals.peekFront();
+        if (next === undefined) {
+          this.scheduled = false;
+          return;
+        }
+        this.engineMs = Math.max(this.engineMs, next.atMs);
+        continue;
+      }
+      const { durationMs, events } = this.model.step(this.engineMs);
+      this.engineMs += durationMs;
+      const aheadRealMs = (this.engineMs - this.now()) / this.timeScale;
+      if (aheadRealMs > 0) {
+        this.timer = setTimeout(() => {
+          this.onEvents(events);
+          this.run();
+        }, aheadRealMs);
+        return;
+      }
+      if (events.length > 0) this.onEvents(events);
+    }
+    setImmediate(() => this.run());
+  }
+
+  private admitArrivals(): void {
+    for (let next = this.arrivals.peekFront(); next !== undefined && next.atMs <= this.engineMs; next = this.arrivals.peekFront()) {
+      this.arrivals.shift();
+      this.model.submit(next.request);
+    }
+  }
+}

@@ -1,0 +1,71 @@
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { EngineSnapshot } from '../core/engine.js';
+
+/** Latency buckets in seconds, from a cached short answer to a long generation. */
+const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+
+export interface GatewayMetrics {
+  readonly requests: Counter<'model' | 'engine' | 'status'>;
+  readonly ttft: Histogram<'model'>;
+  readonly duration: Histogram<'model'>;
+  readonly retries: Counter<'model' | 'reason'>;
+  readonly decisions: Counter<'policy' | 'engine'>;
+}
+
+/** The gateway's own series, `switchyard_` prefixed. Engine gauges read the registry's snapshot at scrape time. */
+export function createGatewayMetrics(registry: Registry, engines: () => readonly EngineSnapshot[]): GatewayMetrics {
+  new Gauge({
+    name: 'switchyard_in_flight_requests',
+    help: 'Requests proxied to an engine and not yet finished',
+    labelNames: ['engine'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const e of engines()) this.set({ engine: e.spec.id }, e.inFlight);
+    },
+  });
+  new Gauge({
+    name: 'switchyard_engine_healthy',
+    help: '1 when the engine passes health checks and is not ejected, else 0',
+    labelNames: ['engine'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const e of engines()) this.set({ engine: e.spec.id }, e.healthy ? 1 : 0);
+    },
+  });
+  return {
+    requests: new Counter({
+      name: 'switchyard_requests_total',
+      help: 'Inference requests by model, engine (none when no engine was chosen) and HTTP status',
+      labelNames: ['model', 'engine', 'status'],
+      registers: [registry],
+    }),
+    ttft: new Histogram({
+      name: 'switchyard_time_to_first_token_seconds',
+      help: 'Gateway-side time from arrival to the first byte of the answer',
+      labelNames: ['model'],
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    duration: new Histogram({
+      name: 'switchyard_request_duration_seconds',
+      help: 'Gateway-side time from arrival to the end of the answer',
+      labelNames: ['model'],
+      buckets: latencyBuckets,
+      registers: [registry],
+    }),
+    retries: new Counter({
+      name: 'switchyard_retries_total',
+      help: 'Attempts moved to another engine, by the failure that caused it',
+      labelNames: ['model', 'reason'],
+      registers: [registry],
+    }),
+    decisions: new Counter({
+      name: 'switchyard_routing_decisions_total',
+      help: 'Routing decisions by policy and chosen engine',
+      labelNames: ['policy', 'engine'],
+      registers: [registry],
+    }),
+  };
+}

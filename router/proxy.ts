@@ -1,0 +1,334 @@
+import { Readable } from 'node:stream';
+import { context, propagation, SpanStatusCode } from '@opentelemetry/api';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import type { Dispatcher } from 'undici';
+import type { Config } from '../core/config.js';
+import { ApiError } from '../core/errors.js';
+import type { EngineRegistry } from './engines/registry.js';
+import type { GatewayMetrics } from './metrics.js';
+import type { RoutingPipeline } from './routing/pipeline.js';
+import type { RequestFeatures } from './routing/types.js';
+import { tracer } from './tracing.js';
+
+export type Endpoint = RequestFeatures['endpoint'];
+
+export interface ProxyDeps {
+  readonly config: Config;
+  readonly registry: EngineRegistry;
+  readonly pipeline: RoutingPipeline;
+  readonly metrics: GatewayMetrics;
+  /** Model name -> compute pools it may run in, from the models section of the config. */
+  readonly pools: ReadonlyMap<string, readonly string[]>;
+}
+
+const upstreamPath: Record<Endpoint, string> = {
+  chat: '/v1/chat/completions',
+  completions: '/v1/completions',
+  embeddings: '/v1/embeddings',
+};
+
+/** Why a request stopped early on our side; decides the status and whether a retry makes sense. */
+type Cancel = 'client-closed' | 'first-token-timeout' | 'total-timeout';
+
+/** An engine answer that is not worth retrying elsewhere is passed to the client as the engine gave it. */
+interface UpstreamFailure {
+  readonly reason: string;
+  readonly status?: number;
+  readonly body?: Buffer;
+}
+
+/** Bytes of an engine's error body kept to pass on once retries are exhausted. */
+const maxErrorBody = 64 * 1024;
+
+/**
+ * One inference request from arrival to the last byte: route, send, retry on another engine while nothing has
+ * reached the client, then relay the answer. Streams are relayed chunk by chunk with backpressure.
+ */
+export async function proxyInference(
+  endpoint: Endpoint,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  deps: ProxyDeps,
+): Promise<void> {
+  const { config, registry, pipeline, metrics } = deps;
+  const body = request.body as { model: string; stream?: boolean | null };
+  const raw = request.rawBody ?? Buffer.from(JSON.stringify(body));
+  const model = body.model;
+  const stream = endpoint !== 'embeddings' && body.stream === true;
+  const arrivedAt = performance.now();
+
+  const abort = new AbortController();
+  let cancel: Cancel | undefined;
+  const stop = (why: Cancel) => {
+    if (cancel !== undefined) return;
+    cancel = why;
+    abort.abort(new Error(why));
+  };
+  const onClientClose = () => {
+    if (!reply.raw.writableFinished) stop('client-closed');
+  };
+  reply.raw.once('close', onClientClose);
+  const firstTokenTimer = setTimeout(stop, config.timeouts.firstTokenMs, 'first-token-timeout');
+  const totalTimer = setTimeout(stop, config.timeouts.totalMs, 'total-timeout');
+
+  const span = tracer.startSpan('switchyard.request', {
+    attributes: { 'switchyard.model': model, 'switchyard.endpoint': endpoint, 'switchyard.stream': stream },
+  });
+  const headers: Record<string, string> = {
+    'content-type': 'application/json',
+    accept: stream ? 'text/event-stream' : 'application/json',
+    'x-request-id': String(request.id),
+  };
+  propagation.inject(context.active(), headers);
+  reply.header('x-request-id', String(request.id));
+
+  const tried = new Set<string>();
+  const features: RequestFeatures = { model, endpoint, pools: deps.pools.get(model), exclude: tried };
+  let engineId = 'none';
+  let lastFailure: UpstreamFailure | undefined;
+  let released = false;
+  let status = 0;
+
+  const finish = (outcome: string) => {
+    clearTimeout(firstTokenTimer);
+    clearTimeout(totalTimer);
+    reply.raw.off('close', onClientClose);
+    if (!released && engineId !== 'none') registry.release(engineId);
+    released = true;
+    metrics.requests.inc({ model, engine: engineId, status: outcome });
+    metrics.duration.observe({ model }, (performance.now() - arrivedAt) / 1000);
+    span.setAttributes({ 'switchyard.engine': engineId, 'switchyard.retries': Math.max(0, tried.size - 1), 'switchyard.outcome': outcome });
+    if (status >= 500 || outcome === 'stream_error') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
+    span.end();
+  };
+
+  try {
+    for (let attempt = 1; ; attempt++) {
+      const decision = pipeline.route(features, registry.snapshot());
+      if (decision === undefined) throw noEngineLeft(model, tried.size, lastFailure, deps);
+      engineId = decision.engine.spec.id;
+      tried.add(engineId);
+      released = false;
+      registry.acquire(engineId);
+      metrics.decisions.inc({ policy: decision.policy, engine: engineId });
+      span.setAttributes({ 'switchyard.policy': decision.policy, 'switchyard.candidates': decision.candidates });
+
+      const outcome = await attemptOnce(registry.client(engineId).pool, upstreamPath[endpoint], headers, raw, stream, abort.signal, config);
+      if (outcome.kind === 'ok') {
+        registry.reportSuccess(engineId);
+        clearTimeout(firstTokenTimer);
+        metrics.ttft.observe({ model }, (performance.now() - arrivedAt) / 1000);
+        status = outcome.response.statusCode;
+        reply.code(status).header('x-switchyard-pod', engineId);
+        const contentType = outcome.response.headers['content-type'];
+        if (typeof contentType === 'string') reply.header('content-type', contentType);
+        if (!stream) {
+          finish(String(status));
+          return reply.send(outcome.first);
+        }
+        reply.header('cache-control', 'no-cache');
+        return reply.send(Readable.from(relay(outcome, abort.signal, () => cancel, finish, engineId, registry)));
+      }
+
+      registry.release(engineId);
+      released = true;
+      if (cancel !== undefined) throw cancelled(cancel, config);
+      if (outcome.kind === 'final') {
+        // A 4xx from the engine is the client's problem; another engine would answer the same.
+        status = outcome.failure.status ?? 502;
+        reply.header('x-switchyard-pod', engineId);
+        finish(String(status));
+        return sendUpstreamError(reply, outcome.failure);
+      }
+      if (outcome.countsAgainstEngine) registry.reportFailure(engineId);
+      lastFailure = outcome.failure;
+      if (attempt >= config.retry.maxAttempts) throw upstreamGaveUp(lastFailure, attempt);
+      metrics.retries.inc({ model, reason: outcome.failure.reason });
+      span.addEvent('retry', { 'switchyard.engine': engineId, 'switchyard.reason': outcome.failure.reason });
+      request.log.warn({ engine: engineId, reason: outcome.failure.reason, attempt }, 'engine failed before the first byte; retrying elsewhere');
+    }
+  } catch (err) {
+    const apiError = err instanceof ApiError ? err : cancel !== undefined ? cancelled(cancel, config) : undefined;
+    if (apiError === undefined) {
+      finish('500');
+      throw err;
+    }
+    status = apiError.status;
+    finish(cancel === 'client-closed' ? 'client_closed' : String(apiError.status));
+    if (engineId !== 'none') reply.header('x-switchyard-pod', engineId);
+    throw apiError;
+  }
+}
+
+type Attempt =
+  | { kind: 'ok'; response: Dispatcher.ResponseData; first: Buffer; rest: AsyncIterator<Buffer> | undefined }
+  | { kind: 'retry'; failure: UpstreamFailure; countsAgainstEngine: boolean }
+  | { kind: 'final'; failure: UpstreamFailure };
+
+/**
+ * Sends the request to one engine and waits for the first byte of a successful answer (the whole answer when
+ * not streaming), since until then a failure is invisible to the client and can be retried.
+ */
+async function attemptOnce(
+  pool: Dispatcher,
+  path: string,
+  headers: Record<string, string>,
+  body: Buffer,
+  stream: boolean,
+  signal: AbortSignal,
+  config: Config,
+): Promise<Attempt> {
+  let response: Dispatcher.ResponseData;
+  try {
+    response = await pool.request({
+      method: 'POST',
+      path,
+      headers,
+      body,
+      signal,
+      // The first-token deadline covers header wait; idle time between chunks is bounded per read.
+      headersTimeout: 0,
+      bodyTimeout: config.timeouts.idleMs,
+    });
+  } catch (err) {
+    return { kind: 'retry', failure: { reason: errorReason(err) }, countsAgainstEngine: true };
+  }
+  const code = response.statusCode;
+  if (code >= 400) {
+    const errorBody = await readCapped(response.body, maxErrorBody).catch(() => undefined);
+    const failure: UpstreamFailure = { reason: `status_${code}`, status: code, body: errorBody };
+    if (code >= 500 || code === 429) return { kind: 'retry', failure, countsAgainstEngine: code >= 500 };
+    return { kind: 'final', failure };
+  }
+  try {
+    if (!stream) return { kind: 'ok', response, first: Buffer.from(await response.body.arrayBuffer()), rest: undefined };
+    const rest = response.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+    const first = await rest.next();
+    if (first.done === true) {
+      return { kind: 'retry', failure: { reason: 'empty_stream' }, countsAgainstEngine: true };
+    }
+    return { kind: 'ok', response, first: first.value, rest };
+  } catch (err) {
+    response.body.destroy();
+    return { kind: 'retry', failure: { reason: errorReason(err) }, countsAgainstEngine: true };
+  }
+}
+
+/**
+ * Relays a stream after its first chunk. A failure from here on cannot be retried: the client gets an
+ * OpenAI-style error event and the stream ends without `[DONE]`, so it knows the answer is incomplete.
+ */
+async function* relay(
+  attempt: Extract<Attempt, { kind: 'ok' }>,
+  signal: AbortSignal,
+  cancelReason: () => Cancel | undefined,
+  finish: (outcome: string) => void,
+  engineId: string,
+  registry: EngineRegistry,
+): AsyncGenerator<Buffer> {
+  const rest = attempt.rest!;
+  // Stays so only when the generator is stopped from outside: the client went away.
+  let outcome = 'client_closed';
+  try {
+    yield attempt.first;
+    for (;;) {
+      const next = await rest.next();
+      if (next.done === true) break;
+      yield next.value;
+    }
+    outcome = String(attempt.response.statusCode);
+  } catch (err) {
+    const why = cancelReason();
+    if (why === 'client-closed') return;
+    outcome = 'stream_error';
+    if (why === undefined && !signal.aborted) registry.reportFailure(engineId);
+    const message =
+      why === 'total-timeout'
+        ? 'the request exceeded the total timeout'
+        : errorReason(err) === 'idle_timeout'
+          ? 'the engine sent nothing within the idle timeout'
+          : `engine ${engineId} failed in the middle of the stream`;
+    yield sseError(message, why === 'total-timeout' || errorReason(err) === 'idle_timeout' ? 'timeout' : 'upstream_error');
+  } finally {
+    if (outcome !== String(attempt.response.statusCode)) attempt.response.body.destroy();
+    finish(outcome);
+  }
+}
+
+function sseError(message: string, code: string): Buffer {
+  const body = { error: { message, type: 'server_error', param: null, code } };
+  return Buffer.from(`data: ${JSON.stringify(body)}\n\n`);
+}
+
+function errorReason(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  switch (code) {
+    case 'ECONNREFUSED':
+    case 'ECONNRESET':
+    case 'EPIPE':
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return 'connect_error';
+    case 'UND_ERR_SOCKET':
+    case 'UND_ERR_CLOSED':
+      return 'connection_closed';
+    case 'UND_ERR_BODY_TIMEOUT':
+      return 'idle_timeout';
+    case 'UND_ERR_ABORTED':
+    case 'ABORT_ERR':
+      return 'aborted';
+    default:
+      return typeof code === 'string' ? code.toLowerCase() : 'upstream_error';
+  }
+}
+
+async function readCapped(body: Dispatcher.ResponseData['body'], cap: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    if (size < cap) chunks.push(chunk.subarray(0, cap - size));
+    size += chunk.length;
+  }
+  return Buffer.concat(chunks);
+}
+
+function cancelled(why: Cancel, config: Config): ApiError {
+  if (why === 'client-closed') return new ApiError(499, 'the client closed the connection', { code: 'client_closed' });
+  const ms = why === 'first-token-timeout' ? config.timeouts.firstTokenMs : config.timeouts.totalMs;
+  const what = why === 'first-token-timeout' ? 'time to first token' : 'total time';
+  return new ApiError(504, `no answer from an engine within the ${what} limit (${ms} ms)`, { type: 'timeout_error', code: 'timeout' });
+}
+
+function noEngineLeft(model: string, tried: number, last: UpstreamFailure | undefined, deps: ProxyDeps): ApiError {
+  if (tried > 0) return upstreamGaveUp(last, tried);
+  const served = deps.registry.snapshot().some((e) => e.spec.models.includes(model));
+  if (!served) {
+    return new ApiError(404, `The model \`${model}\` does not exist or you do not have access to it.`, { code: 'model_not_found', param: 'model' });
+  }
+  return new ApiError(503, `no healthy engine is serving model \`${model}\` right now`, { type: 'server_error', code: 'no_healthy_engine' });
+}
+
+function upstreamGaveUp(last: UpstreamFailure | undefined, attempts: number): ApiError {
+  const why = last?.reason ?? 'unknown';
+  if (last?.status === 429) {
+    return new ApiError(429, `every engine tried is overloaded (${attempts} attempts)`, { type: 'rate_limit_exceeded', code: 'engine_overloaded' });
+  }
+  return new ApiError(502, `the engines failed before answering (${attempts} attempts, last: ${why})`, { type: 'server_error', code: 'upstream_error' });
+}
+
+/** Passes an engine's own error on, in OpenAI's shape even if the engine used another. */
+function sendUpstreamError(reply: FastifyReply, failure: UpstreamFailure): FastifyReply {
+  const status = failure.status ?? 502;
+  const text = failure.body?.toString('utf8') ?? '';
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  const inner = (parsed as { error?: unknown } | undefined)?.error;
+  if (typeof inner === 'object' && inner !== null && typeof (inner as { message?: unknown }).message === 'string') {
+    return reply.code(status).type('application/json').send(text);
+  }
+  const message = typeof (parsed as { message?: unknown } | undefined)?.message === 'string' ? (parsed as { message: string }).message : text.slice(0, 1000) || `engine answered ${status}`;
+  return reply.code(status).send(new ApiError(status, message).toJSON());
+}

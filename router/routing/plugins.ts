@@ -1,0 +1,67 @@
+import { excludeFilter } from './plugins/exclude.js';
+import { healthyFilter } from './plugins/healthy.js';
+import { leastKvCacheScorer } from './plugins/least-kv-cache.js';
+import { leastRequestScorer } from './plugins/least-request.js';
+import { maxScorePicker } from './plugins/max-score.js';
+import { modelFilter } from './plugins/model.js';
+import { poolFilter } from './plugins/pool.js';
+import { randomPicker } from './plugins/random.js';
+import { roundRobinPicker } from './plugins/round-robin.js';
+import type { Filter, Picker, Scorer } from './types.js';
+
+/** What a plugin factory may use. Randomness is injected so tests and the replayer are deterministic. */
+export interface PluginContext {
+  readonly rng: () => number;
+}
+
+// Factories, not instances: a picker may keep state (round-robin's cursor), and each pipeline owns its own.
+const FILTERS = {
+  healthy: () => healthyFilter,
+  model: () => modelFilter,
+  pool: () => poolFilter,
+  exclude: () => excludeFilter,
+} satisfies Record<string, (ctx: PluginContext) => Filter>;
+
+const SCORERS = {
+  'least-request': () => leastRequestScorer,
+  'least-kv-cache': () => leastKvCacheScorer,
+} satisfies Record<string, (ctx: PluginContext) => Scorer>;
+
+const PICKERS = {
+  'max-score': (ctx: PluginContext) => maxScorePicker(ctx.rng),
+  random: (ctx: PluginContext) => randomPicker(ctx.rng),
+  'round-robin': () => roundRobinPicker(),
+} satisfies Record<string, (ctx: PluginContext) => Picker>;
+
+export type FilterName = keyof typeof FILTERS;
+export type ScorerName = keyof typeof SCORERS;
+export type PickerName = keyof typeof PICKERS;
+
+/** Known plugin names, for the config schema. */
+export const FILTER_NAMES = Object.keys(FILTERS) as readonly FilterName[];
+export const SCORER_NAMES = Object.keys(SCORERS) as readonly ScorerName[];
+export const PICKER_NAMES = Object.keys(PICKERS) as readonly PickerName[];
+
+export function createFilter(name: string, ctx: PluginContext): Filter {
+  return lookup('filter', FILTERS, name)(ctx);
+}
+
+export function createScorer(name: string, ctx: PluginContext): Scorer {
+  return lookup('scorer', SCORERS, name)(ctx);
+}
+
+export function createPicker(name: string, ctx: PluginContext): Picker {
+  return lookup('picker', PICKERS, name)(ctx);
+}
+
+function lookup<T>(
+  kind: string,
+  table: Readonly<Record<string, (ctx: PluginContext) => T>>,
+  name: string,
+): (ctx: PluginContext) => T {
+  // hasOwn, not `in`: a name like "toString" must be unknown, not an inherited function.
+  if (!Object.hasOwn(table, name)) {
+    throw new Error(`unknown routing ${kind} "${name}"; known ${kind}s: ${Object.keys(table).join(', ')}`);
+  }
+  return table[name];
+}

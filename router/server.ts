@@ -1,0 +1,174 @@
+import { randomUUID } from 'node:crypto';
+import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Registry } from 'prom-client';
+import { ConfigError, type Config } from '../core/config.js';
+import type { EngineSpec } from '../core/engine.js';
+import { ApiError } from '../core/errors.js';
+import { createMetricsRegistry } from '../core/metrics.js';
+import { bearerKey, type Principal, type PrincipalResolver } from './auth.js';
+import { servedModels } from './engines/models.js';
+import { EngineRegistry } from './engines/registry.js';
+import { createGatewayMetrics } from './metrics.js';
+import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
+import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
+import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
+
+export interface GatewayOptions {
+  readonly config: Config;
+  readonly resolver: PrincipalResolver;
+  /** Engines to route to; defaults to the config's. */
+  readonly engines?: readonly EngineSpec[];
+}
+
+export interface Gateway {
+  readonly app: FastifyInstance;
+  readonly registry: EngineRegistry;
+  readonly metricsRegistry: Registry;
+  /** Probes the engines once, then listens; resolves to the gateway's base URL. */
+  listen(): Promise<string>;
+  close(): Promise<void>;
+}
+
+const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
+
+export function createGateway(opts: GatewayOptions): Gateway {
+  const { config, resolver } = opts;
+  const app = Fastify({
+    logger: { level: config.log.level, redact: ['req.headers.authorization'] },
+    bodyLimit: config.server.bodyLimitBytes,
+    // Reuse a client's request id when it is safe to log; otherwise make one.
+    genReqId: (req) => {
+      const given = req.headers['x-request-id'];
+      return typeof given === 'string' && requestIdPattern.test(given) ? given : randomUUID();
+    },
+    // Types are checked, not coerced: "stream": "true" is a client bug worth a 400.
+    ajv: { customOptions: { coerceTypes: false, allErrors: false } },
+    return503OnClosing: true,
+  });
+
+  const metricsRegistry = createMetricsRegistry({ processMetrics: true });
+  const registry = new EngineRegistry(opts.engines ?? config.engines, {
+    healthIntervalMs: config.health.intervalMs,
+    healthTimeoutMs: config.health.timeoutMs,
+    failureThreshold: config.health.failureThreshold,
+    scrapeIntervalMs: config.scrape.intervalMs,
+    scrapeTimeoutMs: config.scrape.timeoutMs,
+    connections: config.upstream.connections,
+    onHealthChange: (id, healthy) => app.log.info({ engine: id, healthy }, healthy ? 'engine healthy' : 'engine unhealthy'),
+  });
+  const metrics = createGatewayMetrics(metricsRegistry, () => registry.snapshot());
+  const deps: ProxyDeps = {
+    config,
+    registry,
+    pipeline: routingPipeline(config),
+    metrics,
+    pools: new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const]))),
+  };
+
+  app.decorateRequest('rawBody', null);
+  app.decorateRequest('principal', null);
+
+  // Every body is read as JSON whatever its content type (curl -d sends form encoding), and the bytes are kept
+  // so the engine receives exactly what the client sent.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = body as Buffer;
+    request.rawBody = bytes;
+    try {
+      done(null, JSON.parse(bytes.toString('utf8')));
+    } catch (err) {
+      done(new ApiError(400, `the body is not valid JSON: ${(err as Error).message}`, { code: 'invalid_json' }), undefined);
+    }
+  });
+
+  app.setErrorHandler((error: FastifyError | ApiError, request, reply) => {
+    const apiError = toApiError(error);
+    if (apiError.status >= 500 && !(error instanceof ApiError)) request.log.error({ err: error }, 'unhandled error');
+    void reply.code(apiError.status).headers(apiError.headers).send(apiError.toJSON());
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const err = new ApiError(404, `no route for ${request.method} ${request.url.split('?')[0]}`, { code: 'unknown_url' });
+    void reply.code(404).send(err.toJSON());
+  });
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_request, reply) => {
+    const healthy = registry.snapshot().filter((e) => e.healthy).length;
+    return reply.code(healthy > 0 ? 200 : 503).send({ status: healthy > 0 ? 'ready' : 'no healthy engine', healthyEngines: healthy });
+  });
+  app.get('/metrics', async (_request, reply) => reply.type(metricsRegistry.contentType).send(await metricsRegistry.metrics()));
+
+  const authenticate = async (request: FastifyRequest) => {
+    const key = bearerKey(request.headers.authorization);
+    if (key === undefined) {
+      throw new ApiError(401, 'missing API key: send it as "Authorization: Bearer <key>"', { code: 'missing_api_key' });
+    }
+    const principal = await resolver.resolve(key);
+    if (principal === undefined) throw new ApiError(401, 'invalid API key', { code: 'invalid_api_key' });
+    request.principal = principal;
+  };
+
+  app.register(async (v1) => {
+    // onRequest runs before the body is read, so an unauthenticated client cannot make us parse anything.
+    v1.addHook('onRequest', authenticate);
+    v1.get('/v1/models', async () => {
+      const data = servedModels(registry.snapshot()).map((id) => ({ id, object: 'model', created: 0, owned_by: 'switchyard' }));
+      return { object: 'list', data };
+    });
+    const route = (url: string, endpoint: Endpoint, schema: object) =>
+      v1.post(url, { schema: { body: schema } }, (request, reply) => proxyInference(endpoint, request, reply, deps));
+    route('/v1/chat/completions', 'chat', chatBodySchema);
+    route('/v1/completions', 'completions', completionBodySchema);
+    route('/v1/embeddings', 'embeddings', embeddingBodySchema);
+  });
+
+  return {
+    app,
+    registry,
+    metricsRegistry,
+    async listen() {
+      await registry.start();
+      return app.listen({ host: config.server.host, port: config.server.port });
+    },
+    async close() {
+      await app.close();
+      await registry.stop();
+    },
+  };
+}
+
+function routingPipeline(config: Config): RoutingPipeline {
+  try {
+    return createPipeline(config.routing);
+  } catch (err) {
+    throw new ConfigError('routing', [`routing: ${(err as Error).message}`]);
+  }
+}
+
+function toApiError(error: FastifyError | ApiError): ApiError {
+  if (error instanceof ApiError) return error;
+  if (error.validation !== undefined && error.validation.length > 0) {
+    const first = error.validation[0]!;
+    const missing = (first.params as { missingProperty?: string }).missingProperty;
+    const path = first.instancePath.replace(/^\//, '').replace(/\/(\d+)/g, '[$1]').replace(/\//g, '.');
+    const param = missing !== undefined ? (path === '' ? missing : `${path}.${missing}`) : path || null;
+    const message = missing !== undefined ? `'${param}' is a required property` : `'${param ?? 'body'}' ${first.message ?? 'is invalid'}`;
+    return new ApiError(400, message, { param, code: 'invalid_request' });
+  }
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new ApiError(413, 'the request body is larger than the configured limit', { code: 'request_too_large' });
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return new ApiError(400, 'the content-length does not match the body', { code: 'invalid_request' });
+  }
+  const status = error.statusCode !== undefined && error.statusCode >= 400 ? error.statusCode : 500;
+  return new ApiError(status, status >= 500 ? 'internal error' : error.message);
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    principal: Principal | null;
+    /** The body exactly as received, forwarded to the engine without re-serialising. */
+    rawBody: Buffer | null;
+  }
+}

@@ -1,0 +1,100 @@
+import Fastify from 'fastify';
+
+/** What a fake engine answers; tests change these fields while it runs. */
+export interface FakeEngineState {
+  healthStatus: number;
+  /** When set, /health waits for this promise before answering. */
+  healthGate: Promise<void> | undefined;
+  metricsStatus: number;
+  metricsText: string;
+  healthRequests: number;
+  metricsRequests: number;
+  completionRequests: number;
+  /** TCP connections accepted. */
+  connections: number;
+  /** Resolves every /v1/completions request held open so far. */
+  releaseCompletions: () => void;
+}
+
+export interface FakeEngine {
+  readonly url: string;
+  readonly state: FakeEngineState;
+  close(): Promise<void>;
+}
+
+export function vllmMetrics(running: number, waiting: number, kvUsage: number): string {
+  return [
+    '# HELP vllm:num_requests_running Number of requests in model execution batches.',
+    '# TYPE vllm:num_requests_running gauge',
+    `vllm:num_requests_running{engine="0",model_name="llama"} ${running}`,
+    '# HELP vllm:num_requests_waiting Number of requests waiting to be processed.',
+    '# TYPE vllm:num_requests_waiting gauge',
+    `vllm:num_requests_waiting{engine="0",model_name="llama"} ${waiting}`,
+    '# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.',
+    '# TYPE vllm:kv_cache_usage_perc gauge',
+    `vllm:kv_cache_usage_perc{engine="0",model_name="llama"} ${kvUsage}`,
+    '',
+  ].join('\n');
+}
+
+/** A real HTTP server on 127.0.0.1 with an ephemeral port, speaking the engine endpoints the registry uses. */
+export async function startFakeEngine(init: Partial<FakeEngineState> = {}): Promise<FakeEngine> {
+  let held: (() => void)[] = [];
+  const state: FakeEngineState = {
+    healthStatus: 200,
+    healthGate: undefined,
+    metricsStatus: 200,
+    metricsText: vllmMetrics(0, 0, 0),
+    healthRequests: 0,
+    metricsRequests: 0,
+    completionRequests: 0,
+    connections: 0,
+    releaseCompletions: () => {
+      for (const release of held) release();
+      held = [];
+    },
+    ...init,
+  };
+  const app = Fastify();
+  app.server.on('connection', () => state.connections++);
+  app.get('/health', async (_req, reply) => {
+    state.healthRequests++;
+    if (state.healthGate !== undefined) await state.healthGate;
+    return reply.code(state.healthStatus).send();
+  });
+  app.get('/metrics', async (_req, reply) => {
+    state.metricsRequests++;
+    return reply.code(state.metricsStatus).type('text/plain; version=0.0.4').send(state.metricsText);
+  });
+  app.post('/v1/completions', async () => {
+    state.completionRequests++;
+    await new Promise<void>((resolve) => held.push(resolve));
+    return { id: 'cmpl-1', object: 'text_completion', choices: [] };
+  });
+  const address = await app.listen({ host: '127.0.0.1', port: 0 });
+  return {
+    url: address,
+    state,
+    close: async () => {
+      state.releaseCompletions();
+      await app.close();
+    },
+  };
+}
+
+/** A JSON completion request, as the proxy would send it. */
+export const completion = {
+  method: 'POST',
+  path: '/v1/completions',
+  headers: { 'content-type': 'application/json' },
+  body: JSON.stringify({ model: 'llama', prompt: 'hi' }),
+} as const;
+
+/** Polls until `cond` holds; fails with `what` after timeoutMs. */
+export async function waitFor(what: string, cond: () => boolean, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
