@@ -168,7 +168,8 @@ describe('a client that goes away', () => {
       signal: controller.signal,
     });
     expect(res.statusCode).toBe(200);
-    for await (const _ of res.body) break;
+    // Read the first chunk without ending the iteration, which would destroy the body.
+    await res.body[Symbol.asyncIterator]().next();
     const during = await gatewayMetrics(c.url);
     expect(metricValue(during, 'switchyard_in_flight_requests', { engine: 'sim-0' })).toBe(1);
     controller.abort();
