@@ -48,20 +48,22 @@ export const chatBodySchema = {
 } as const;
 
 const tokenIds = { type: 'array', items: { type: 'integer', minimum: 0 } } as const;
+/** A prompt or embedding input: text, texts, token ids, or lists of token ids. */
+const textOrTokens = {
+  anyOf: [
+    { type: 'string' },
+    { type: 'array', minItems: 1, items: { type: 'string' } },
+    { ...tokenIds, minItems: 1 },
+    { type: 'array', minItems: 1, items: tokenIds },
+  ],
+} as const;
 
 export const completionBodySchema = {
   type: 'object',
   required: ['model', 'prompt'],
   properties: {
     model,
-    prompt: {
-      anyOf: [
-        { type: 'string' },
-        { type: 'array', minItems: 1, items: { type: 'string' } },
-        { ...tokenIds, minItems: 1 },
-        { type: 'array', minItems: 1, items: tokenIds },
-      ],
-    },
+    prompt: textOrTokens,
     stream: { type: ['boolean', 'null'] },
     stream_options: streamOptions,
     max_tokens: positiveInt,
@@ -76,14 +78,7 @@ export const embeddingBodySchema = {
   required: ['model', 'input'],
   properties: {
     model,
-    input: {
-      anyOf: [
-        { type: 'string' },
-        { type: 'array', minItems: 1, items: { type: 'string' } },
-        { ...tokenIds, minItems: 1 },
-        { type: 'array', minItems: 1, items: tokenIds },
-      ],
-    },
+    input: textOrTokens,
     user: { type: 'string' },
   },
 } as const;

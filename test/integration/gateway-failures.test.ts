@@ -181,3 +181,28 @@ describe('a client that goes away', () => {
     expect(metricValue(await gatewayMetrics(c.url), 'switchyard_requests_total', { status: 'client_closed' })).toBe(1);
   });
 });
+
+describe('stream timeouts', () => {
+  it('ends a stream whose engine goes silent past the idle timeout with a timeout event', async () => {
+    const c = await cluster({ engines: 1, config: { timeouts: { idleMs: 200 } } });
+    c.sims[0]!.setFaults({ slowMsPerToken: 1_000 });
+    const started = Date.now();
+    const res = await request(`${c.url}/v1/chat/completions`, { method: 'POST', headers: authHeaders(), body: chatBody({ stream: true, max_tokens: 20 }) });
+    expect(res.statusCode).toBe(200);
+    const text = await res.body.text();
+    expect(Date.now() - started).toBeLessThan(5_000);
+    expect(text).toContain('"code":"timeout"');
+    expect(text).not.toContain('[DONE]');
+  });
+
+  it('ends a stream that outlives the total timeout', async () => {
+    const c = await cluster({ engines: 1, config: { timeouts: { totalMs: 400 } } });
+    c.sims[0]!.setFaults({ slowMsPerToken: 50 });
+    const res = await request(`${c.url}/v1/chat/completions`, { method: 'POST', headers: authHeaders(), body: chatBody({ stream: true, max_tokens: 200 }) });
+    expect(res.statusCode).toBe(200);
+    const text = await res.body.text();
+    expect(text).toContain('total timeout');
+    expect(text).not.toContain('[DONE]');
+    expect(metricValue(await gatewayMetrics(c.url), 'switchyard_in_flight_requests')).toBe(0);
+  });
+});
