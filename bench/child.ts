@@ -18,6 +18,8 @@ export interface Service {
 export interface StartOptions {
   /** Flags for node itself, e.g. --cpu-prof. */
   readonly nodeArgs?: readonly string[];
+  /** CPU list for taskset (e.g. "1" or "0-2"), so the process and all its threads stay off the others' cores. */
+  readonly cpus?: string;
   readonly env?: NodeJS.ProcessEnv;
   readonly timeoutMs?: number;
 }
@@ -31,7 +33,10 @@ process.on('exit', () => {
 /** Runs `node script ...args` and resolves once a stdout line matches `listening`, whose first group is the URL. */
 export function startService(name: string, script: string, args: readonly string[], listening: RegExp, opts: StartOptions = {}): Promise<Service> {
   const timeoutMs = opts.timeoutMs ?? 15_000;
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), script, ...args], {
+  const command = [process.execPath, ...(opts.nodeArgs ?? []), script, ...args];
+  // taskset execs the command, so the pid stays that of the node process.
+  const [file, ...argv] = opts.cpus === undefined ? command : ['taskset', '-c', opts.cpus, ...command];
+  const child = spawn(file!, argv, {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, ...opts.env },
   });
@@ -89,4 +94,9 @@ export function cpuSeconds(pid: number): number {
   // state is field 3, utime and stime are fields 14 and 15.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+}
+
+/** Moves this process (all its threads) onto the given CPUs. */
+export function pinSelf(cpus: string): void {
+  execFileSync('taskset', ['-a', '-p', '-c', cpus, String(process.pid)], { stdio: 'ignore' });
 }

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
-import { cpuSeconds, startService, type Service } from './child.js';
+import { cpuSeconds, pinSelf, startService, type Service } from './child.js';
 
 /**
  * What the gateway costs on top of a bare proxy. One simulated engine with zero latency, reached three ways:
@@ -14,31 +14,44 @@ import { cpuSeconds, startService, type Service } from './child.js';
  * that decides how many cores a gateway fleet needs.
  */
 
-const usage = `npm run bench:proxy -- [--runs 3] [--duration 5] [--connections 32] [--max-tokens 16] [--warmup 2] [--rate R] [--profile]
+const usage = `npm run bench:proxy -- [--runs 3] [--duration 5] [--connections 32] [--max-tokens 16] [--warmup 2] [--rate R] [--token-ms MS] [--unpinned] [--profile]
 
   --runs N         measured runs per target and mode (env BENCH_RUNS)
   --duration S     seconds per run (env BENCH_DURATION)
   --connections C  concurrent client connections (env BENCH_CONNECTIONS)
-  --max-tokens T   tokens per answer, i.e. SSE chunks per stream
+  --max-tokens T   tokens per answer (SSE events per stream)
   --warmup S       seconds of unmeasured load per target and mode before the runs
   --rate R         fixed offered load in req/s for every target (default: as fast as each goes)
+  --token-ms MS    the sim waits MS before each token, so a stream arrives as many chunks (default 0:
+                   the whole answer in one read, which measures per-request cost but not per-chunk cost)
+  --unpinned       do not pin processes to CPUs (default: proxies on the last CPU, the rest on the others)
   --profile        run the gateway and the floor with --cpu-prof (profiles in .bench/); inflates their CPU`;
 
-const { values: flags } = parseArgs({
-  options: {
+const flags = parseFlags();
+if (flags.help) {
+  console.log(usage);
+  process.exit(0);
+}
+
+function parseFlags() {
+  const options = {
     runs: { type: 'string' },
     duration: { type: 'string' },
     connections: { type: 'string' },
     'max-tokens': { type: 'string' },
     warmup: { type: 'string' },
     rate: { type: 'string' },
+    'token-ms': { type: 'string' },
+    unpinned: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
-  },
-});
-if (flags.help) {
-  console.log(usage);
-  process.exit(0);
+  } as const;
+  try {
+    return parseArgs({ options }).values;
+  } catch (err) {
+    console.error(`proxy-bench: ${(err as Error).message}\n\n${usage}`);
+    process.exit(2);
+  }
 }
 
 function intSetting(name: string, flag: string | undefined, env: string | undefined, dflt: number, min: number, max: number): number {
@@ -61,6 +74,8 @@ const settings = {
   // 0: closed loop. A fixed rate compares CPU per request at equal load: a busier process batches more
   // requests per event-loop turn and so pays less per request, which flatters whichever target runs faster.
   rate: intSetting('rate', flags.rate, undefined, 0, 0, 1_000_000),
+  tokenMs: intSetting('token-ms', flags['token-ms'], undefined, 0, 0, 1000),
+  pinned: !flags.unpinned && cpus().length >= 2,
   profile: flags.profile,
 };
 
@@ -148,8 +163,7 @@ const median = (xs: readonly number[]) => {
   const mid = s.length >> 1;
   return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
-const spread = (xs: readonly number[], digits = 0) =>
-  [Math.min(...xs), median(xs), Math.max(...xs)].map((x) => x.toFixed(digits)).join(' / ');
+const spread = (xs: readonly number[]) => [Math.min(...xs), median(xs), Math.max(...xs)].map((x) => x.toFixed(0)).join(' / ');
 
 function printTable(rows: readonly (readonly string[])[]): void {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -162,8 +176,16 @@ async function main(): Promise<void> {
   const outDir = join(process.cwd(), '.bench');
   mkdirSync(outDir, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
-  const nodeArgs = settings.profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`] : [];
+  const nodeArgs = (name: string) =>
+    settings.profile ? ['--cpu-prof', `--cpu-prof-dir=${outDir}`, `--cpu-prof-name=proxy-${stamp}-${name}.cpuprofile`] : [];
   const key = randomBytes(24).toString('hex');
+  // Left to the scheduler, the proxy shares cores with the load generator and the sim in a way that changes
+  // from one process start to the next, and its CPU per request changes with it (tens of % on 2 cores). The
+  // proxies get the last CPU to themselves (only one is loaded at a time); load generator and sim share the rest.
+  const last = cpus().length - 1;
+  const proxyCpus = settings.pinned ? String(last) : undefined;
+  const otherCpus = settings.pinned ? (last === 1 ? '0' : `0-${last - 1}`) : undefined;
+  if (otherCpus !== undefined) pinSelf(otherCpus);
   const services: Service[] = [];
   const start = async (...args: Parameters<typeof startService>) => {
     const s = await startService(...args);
@@ -172,8 +194,13 @@ async function main(): Promise<void> {
   };
 
   try {
-    const sim = await start('sim', cli, ['sim', '--port', '0', '--model', model, '--zero-latency'], /^switchyard sim listening on (\S+)/);
-    const floor = await start('floor', join(dist, 'bench', 'floor-proxy.js'), ['--upstream', sim.url, '--port', '0'], /^floor proxy listening on (\S+)/, { nodeArgs });
+    const pace = settings.tokenMs > 0 ? ['--slow-ms-per-token', String(settings.tokenMs)] : [];
+    const simArgs = ['sim', '--port', '0', '--model', model, '--zero-latency', ...pace];
+    const sim = await start('sim', cli, simArgs, /^switchyard sim listening on (\S+)/, { cpus: otherCpus });
+    const floor = await start('floor', join(dist, 'bench', 'floor-proxy.js'), ['--upstream', sim.url, '--port', '0'], /^floor proxy listening on (\S+)/, {
+      nodeArgs: nodeArgs('floor'),
+      cpus: proxyCpus,
+    });
     // JSON is YAML; kept in .bench/ next to the results so a run can be reproduced by hand.
     const configPath = join(outDir, `proxy-${stamp}-gateway.yaml`);
     const config = {
@@ -186,7 +213,8 @@ async function main(): Promise<void> {
     };
     writeFileSync(configPath, JSON.stringify(config, null, 2));
     const gateway = await start('gateway', cli, ['serve', '--config', configPath], /^switchyard gateway listening on (\S+)/, {
-      nodeArgs,
+      nodeArgs: nodeArgs('gateway'),
+      cpus: proxyCpus,
       env: { BENCH_KEY: key },
     });
 
@@ -233,9 +261,13 @@ async function main(): Promise<void> {
         summary.push({ mode, target: t.name, runs: rs });
       }
     }
-    console.log(`\n${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}; load generator, proxy and sim share them.`);
+    console.log(`\n${cpus().length} CPUs (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`);
     const offered = settings.rate > 0 ? `${settings.rate} req/s offered` : 'closed loop';
-    console.log(`${settings.runs} runs x ${settings.durationS} s, ${settings.connections} connections, ${offered}, max_tokens ${settings.maxTokens}\n`);
+    const pinning = settings.pinned ? `proxy on CPU ${proxyCpus}, load generator and sim on ${otherCpus}` : 'unpinned';
+    console.log(
+      `${settings.runs} runs x ${settings.durationS} s, ${settings.connections} connections, ${offered}, ` +
+        `max_tokens ${settings.maxTokens}, ${settings.tokenMs} ms/token, ${pinning}\n`,
+    );
     printTable(rows);
 
     const ratios: Record<string, number> = {};
@@ -254,7 +286,8 @@ async function main(): Promise<void> {
     writeFileSync(outFile, JSON.stringify({ date: new Date().toISOString(), machine, settings, gatewayConfig: config, results: summary, ratios, goal }, null, 2));
     console.log(`results: ${outFile}`);
   } finally {
-    await Promise.all(services.map((s) => s.stop()));
+    // Proxies first, so none sees its engine vanish and complains.
+    for (const s of [...services].reverse()) await s.stop();
   }
 }
 

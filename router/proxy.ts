@@ -1,5 +1,5 @@
-import { Readable } from 'node:stream';
 import { context, propagation, SpanStatusCode } from '@opentelemetry/api';
+import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
 import type { Config } from '../core/config.js';
@@ -68,8 +68,9 @@ export async function proxyInference(
     if (!reply.raw.writableFinished) stop('client-closed');
   };
   reply.raw.once('close', onClientClose);
-  const firstTokenTimer = setTimeout(stop, config.timeouts.firstTokenMs, 'first-token-timeout');
-  const totalTimer = setTimeout(stop, config.timeouts.totalMs, 'total-timeout');
+  // One timer at a time: the first-token deadline, then (streams only) what is left of the total.
+  const firstTokenFirst = config.timeouts.firstTokenMs < config.timeouts.totalMs;
+  let deadline = setTimeout(stop, firstTokenFirst ? config.timeouts.firstTokenMs : config.timeouts.totalMs, firstTokenFirst ? 'first-token-timeout' : 'total-timeout');
 
   const span = tracer.startSpan('switchyard.request', {
     attributes: { 'switchyard.model': model, 'switchyard.endpoint': endpoint, 'switchyard.stream': stream },
@@ -90,8 +91,7 @@ export async function proxyInference(
   let status = 0;
 
   const finish = (outcome: string) => {
-    clearTimeout(firstTokenTimer);
-    clearTimeout(totalTimer);
+    clearTimeout(deadline);
     reply.raw.off('close', onClientClose);
     if (!released && engineId !== 'none') registry.release(engineId);
     released = true;
@@ -116,7 +116,6 @@ export async function proxyInference(
       const outcome = await attemptOnce(registry.client(engineId).pool, upstreamPath[endpoint], headers, raw, stream, abort.signal, config);
       if (outcome.kind === 'ok') {
         registry.reportSuccess(engineId);
-        clearTimeout(firstTokenTimer);
         metrics.ttft.observe({ model }, (performance.now() - arrivedAt) / 1000);
         status = outcome.response.statusCode;
         reply.code(status).header('x-switchyard-pod', engineId);
@@ -126,8 +125,20 @@ export async function proxyInference(
           finish(String(status));
           return reply.send(outcome.first);
         }
+        if (firstTokenFirst) {
+          clearTimeout(deadline);
+          deadline = setTimeout(stop, config.timeouts.totalMs - (performance.now() - arrivedAt), 'total-timeout');
+        }
         reply.header('cache-control', 'no-cache');
-        return reply.send(Readable.from(relay(outcome, abort.signal, () => cancel, finish, engineId, registry)));
+        return relay(reply, outcome, {
+          engineId,
+          cancelReason: () => cancel,
+          finish: (outcome) => {
+            finish(outcome);
+            request.log.info({ res: { statusCode: status }, responseTime: performance.now() - arrivedAt, outcome }, 'request completed');
+          },
+          reportFailure: () => registry.reportFailure(engineId),
+        });
       }
 
       registry.release(engineId);
@@ -161,7 +172,7 @@ export async function proxyInference(
 }
 
 type Attempt =
-  | { kind: 'ok'; response: Dispatcher.ResponseData; first: Buffer; rest: AsyncIterator<Buffer> | undefined }
+  | { kind: 'ok'; response: Dispatcher.ResponseData; first: Buffer }
   | { kind: 'retry'; failure: UpstreamFailure; countsAgainstEngine: boolean }
   | { kind: 'final'; failure: UpstreamFailure };
 
@@ -201,13 +212,10 @@ async function attemptOnce(
     return { kind: 'final', failure };
   }
   try {
-    if (!stream) return { kind: 'ok', response, first: Buffer.from(await response.body.arrayBuffer()), rest: undefined };
-    const rest = response.body[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
-    const first = await rest.next();
-    if (first.done === true) {
-      return { kind: 'retry', failure: { reason: 'empty_stream' }, countsAgainstEngine: true };
-    }
-    return { kind: 'ok', response, first: first.value, rest };
+    if (!stream) return { kind: 'ok', response, first: Buffer.from(await response.body.arrayBuffer()) };
+    const first = await firstChunk(response.body);
+    if (first === undefined) return { kind: 'retry', failure: { reason: 'empty_stream' }, countsAgainstEngine: true };
+    return { kind: 'ok', response, first };
   } catch (err) {
     response.body.destroy();
     return { kind: 'retry', failure: { reason: errorReason(err) }, countsAgainstEngine: true };
@@ -215,45 +223,84 @@ async function attemptOnce(
 }
 
 /**
- * Relays a stream after its first chunk. A failure from here on cannot be retried: the client gets an
- * OpenAI-style error event and the stream ends without `[DONE]`, so it knows the answer is incomplete.
+ * Resolves with the body's first chunk (the body left paused), or undefined when it ends empty. The body may
+ * end or fail before the relay attaches its listeners; relay() reads that from readableEnded / errored, and the
+ * permanent no-op listener keeps such an early error from being thrown as unhandled.
  */
-async function* relay(
-  attempt: Extract<Attempt, { kind: 'ok' }>,
-  signal: AbortSignal,
-  cancelReason: () => Cancel | undefined,
-  finish: (outcome: string) => void,
-  engineId: string,
-  registry: EngineRegistry,
-): AsyncGenerator<Buffer> {
-  const rest = attempt.rest!;
-  // Stays so only when the generator is stopped from outside: the client went away.
-  let outcome = 'client_closed';
-  try {
-    yield attempt.first;
-    for (;;) {
-      const next = await rest.next();
-      if (next.done === true) break;
-      yield next.value;
+function firstChunk(body: Readable): Promise<Buffer | undefined> {
+  body.on('error', ignore);
+  return new Promise((resolve, reject) => {
+    const settle = (fn: () => void) => {
+      body.off('data', onData).off('end', onEnd).off('error', onError);
+      fn();
+    };
+    const onData = (chunk: Buffer) => {
+      body.pause();
+      settle(() => resolve(chunk));
+    };
+    const onEnd = () => settle(() => resolve(undefined));
+    const onError = (err: Error) => settle(() => reject(err));
+    body.on('data', onData).on('end', onEnd).on('error', onError);
+  });
+}
+
+interface RelayHooks {
+  readonly engineId: string;
+  readonly cancelReason: () => Cancel | undefined;
+  readonly finish: (outcome: string) => void;
+  readonly reportFailure: () => void;
+}
+
+/**
+ * Relays a stream after its first chunk, straight onto the socket with backpressure: no async iterator or
+ * intermediate stream per chunk, which is most of a proxy's CPU on SSE. A failure from here on cannot be
+ * retried: the client gets an OpenAI-style error event and the stream ends without `[DONE]`.
+ */
+function relay(reply: FastifyReply, attempt: Extract<Attempt, { kind: 'ok' }>, hooks: RelayHooks): void {
+  const body = attempt.response.body;
+  const status = attempt.response.statusCode;
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(status, reply.getHeaders() as Record<string, string>);
+  res.write(attempt.first);
+  const onDrain = () => body.resume();
+  const onEnd = () => {
+    res.off('drain', onDrain);
+    res.end();
+    hooks.finish(String(status));
+  };
+  const onError = (err: Error) => {
+    res.off('drain', onDrain);
+    const why = hooks.cancelReason();
+    if (why === 'client-closed') {
+      res.destroy();
+      hooks.finish('client_closed');
+      return;
     }
-    outcome = String(attempt.response.statusCode);
-  } catch (err) {
-    const why = cancelReason();
-    if (why === 'client-closed') return;
-    outcome = 'stream_error';
-    if (why === undefined && !signal.aborted) registry.reportFailure(engineId);
+    const reason = errorReason(err);
+    if (why === undefined && reason !== 'idle_timeout') hooks.reportFailure();
     const message =
       why === 'total-timeout'
         ? 'the request exceeded the total timeout'
-        : errorReason(err) === 'idle_timeout'
+        : reason === 'idle_timeout'
           ? 'the engine sent nothing within the idle timeout'
-          : `engine ${engineId} failed in the middle of the stream`;
-    yield sseError(message, why === 'total-timeout' || errorReason(err) === 'idle_timeout' ? 'timeout' : 'upstream_error');
-  } finally {
-    if (outcome !== String(attempt.response.statusCode)) attempt.response.body.destroy();
-    finish(outcome);
-  }
+          : `engine ${hooks.engineId} failed in the middle of the stream`;
+    res.end(sseError(message, why === 'total-timeout' || reason === 'idle_timeout' ? 'timeout' : 'upstream_error'));
+    hooks.finish('stream_error');
+  };
+  // The whole answer may have arrived with the first chunk (short answers), or the engine failed right after it.
+  if (body.errored !== null) return onError(body.errored);
+  if (body.readableEnded) return onEnd();
+  res.on('drain', onDrain);
+  body.on('data', (chunk: Buffer) => {
+    if (!res.write(chunk)) body.pause();
+  });
+  body.once('end', onEnd);
+  body.once('error', onError);
+  body.resume();
 }
+
+function ignore(): void {}
 
 function sseError(message: string, code: string): Buffer {
   const body = { error: { message, type: 'server_error', param: null, code } };

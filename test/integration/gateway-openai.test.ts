@@ -7,7 +7,8 @@ describe('the official openai client through the gateway', () => {
   let client: OpenAI;
 
   beforeAll(async () => {
-    cluster = await startCluster({ engines: 2 });
+    // One seed for both engines, so an answer does not depend on which engine gave it.
+    cluster = await startCluster({ engines: 2, sim: { seed: 7 } });
     client = new OpenAI({ apiKey: testKey, baseURL: `${cluster.url}/v1`, maxRetries: 0 });
   });
   afterAll(() => cluster.close());
@@ -82,5 +83,23 @@ describe('the official openai client through the gateway', () => {
     const text = await res.text();
     expect(text.trimEnd().endsWith('data: [DONE]')).toBe(true);
     expect(text.split('\n\n').filter((e) => e.startsWith('data: {')).length).toBeGreaterThanOrEqual(3);
+  });
+});
+
+describe('an engine that sends the whole stream at once', () => {
+  let cluster: Cluster;
+  beforeAll(async () => {
+    cluster = await startCluster({ engines: 1, sim: { zeroLatency: true } });
+  });
+  afterAll(() => cluster.close());
+
+  it('is relayed to the end, every time', async () => {
+    const client = new OpenAI({ apiKey: testKey, baseURL: `${cluster.url}/v1`, maxRetries: 0, timeout: 5_000 });
+    for (let i = 0; i < 20; i++) {
+      const stream = await client.chat.completions.create({ model: testModel, messages: [{ role: 'user', content: `short ${i}` }], max_tokens: 16, stream: true });
+      let finish: string | null = null;
+      for await (const chunk of stream) finish = chunk.choices[0]?.finish_reason ?? finish;
+      expect(finish).toBe('length');
+    }
   });
 });

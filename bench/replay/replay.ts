@@ -1,0 +1,96 @@
+import { performance } from 'node:perf_hooks';
+import { createRng } from '../../engine-sim/hash.js';
+import { DEFAULT_TIMING, type TimingParams } from '../../engine-sim/timing-model.js';
+import type { PrefixIndex } from '../../kvcache/types.js';
+import { createPipeline, type PolicyName } from '../../router/routing/pipeline.js';
+import type { ReplayReport } from './report.js';
+import { perfectPartitionHitRatio, simulate, type ReplayRequest } from './simulate.js';
+import { summarize, ttftCdf } from './summary.js';
+import { PromptHasher } from './tokens.js';
+import type { TraceRequest } from './trace.js';
+
+export interface ReplayOptions {
+  readonly trace: readonly TraceRequest[];
+  /** For the report's title. */
+  readonly traceName: string;
+  readonly engines: number;
+  readonly policies: readonly PolicyName[];
+  /** Arrivals come this many times faster than in the trace. */
+  readonly rateScale: number;
+  readonly timing?: Partial<TimingParams>;
+  /** A fresh, empty index per policy: every policy starts from cold caches. */
+  readonly createIndex: () => PrefixIndex;
+  /** Seeds the policies' tie-breaking, so a replay is reproducible. */
+  readonly seed?: number;
+  readonly onProgress?: (policy: string, finished: number, total: number) => void;
+}
+
+/** Requests that can never run on one engine (prompt + output beyond its KV capacity) are left out and counted. */
+export function toReplayRequests(
+  trace: readonly TraceRequest[],
+  rateScale: number,
+  timing: Readonly<TimingParams>,
+): { requests: ReplayRequest[]; skipped: number } {
+  if (!(rateScale > 0 && Number.isFinite(rateScale))) throw new RangeError(`rate scale must be a positive number, got ${rateScale}`);
+  const hasher = new PromptHasher(timing.blockSize);
+  const maxTokens = Math.floor(timing.kvCapacityTokens / timing.blockSize) * timing.blockSize;
+  const requests: ReplayRequest[] = [];
+  let skipped = 0;
+  trace.forEach((r, i) => {
+    if (r.inputLength + r.outputLength > maxTokens) {
+      skipped++;
+      return;
+    }
+    requests.push({
+      id: `r${i}`,
+      arrivalMs: r.timestampMs / rateScale,
+      promptTokens: r.inputLength,
+      outputTokens: r.outputLength,
+      hashes: hasher.hashes(r),
+    });
+  });
+  return { requests, skipped };
+}
+
+/** Replays the trace once per policy, each on a cold fleet, and gathers the report. */
+export async function runReplay(opts: ReplayOptions): Promise<ReplayReport & { skipped: number }> {
+  const timing: TimingParams = { ...DEFAULT_TIMING, ...opts.timing };
+  const { requests, skipped } = toReplayRequests(opts.trace, opts.rateScale, timing);
+  const referenceHitRatio = perfectPartitionHitRatio(requests, opts.engines, timing);
+  const policies = [];
+  for (const policy of opts.policies) {
+    const pipeline = createPipeline({ policy }, { rng: createRng(opts.seed ?? 1) });
+    const index = opts.createIndex();
+    const started = performance.now();
+    const result = await simulate({
+      requests,
+      engines: opts.engines,
+      pipeline,
+      index,
+      timing,
+      onProgress: opts.onProgress === undefined ? undefined : (done, total) => opts.onProgress!(policy, done, total),
+    });
+    const wallMs = performance.now() - started;
+    await index.close();
+    policies.push({
+      summary: summarize(result),
+      wallMs,
+      ttftCdf: ttftCdf(result),
+      load: {
+        atMs: result.samples.map((sample) => sample.atMs),
+        inFlight: Array.from({ length: opts.engines }, (_, e) => result.samples.map((sample) => sample.inFlight[e])),
+      },
+    });
+  }
+  return {
+    trace: opts.traceName,
+    engines: opts.engines,
+    rateScale: opts.rateScale,
+    requests: requests.length,
+    timing,
+    referenceHitRatio,
+    generatedAt: new Date().toISOString(),
+    policies,
+    skipped,
+  };
+}

@@ -1,0 +1,259 @@
+import type { EngineLoad, EngineSnapshot, EngineSpec } from '../../core/engine.js';
+import { TimingModel, type StepResult, type TimingCounters, type TimingParams } from '../../engine-sim/timing-model.js';
+import type { PrefixIndex } from '../../kvcache/types.js';
+import type { RoutingPipeline } from '../../router/routing/pipeline.js';
+import type { RequestFeatures } from '../../router/routing/types.js';
+
+/**
+ * Discrete-event simulation of a fleet behind the router, on a virtual clock: N engines, each the engine-sim
+ * TimingModel (the same continuous-batching model the simulated engine runs), and the router's real routing
+ * pipeline and a prefix index, with no HTTP and no timers. Two kinds of events move the clock:
+ *
+ * - an arrival: the request's prefix is looked up in the index, the pipeline routes it over snapshots of the
+ *   engines, the index records the prompt's blocks for the chosen engine (optimistically, as the live router
+ *   does), and the request joins that engine's queue;
+ * - the end of an engine step: the step's tokens are emitted (first tokens, finishes), and the engine starts its
+ *   next step if it has work. A request arriving while a step runs joins the next one, as in vLLM.
+ *
+ * At equal times arrivals go first, so requests arriving together are batched together.
+ *
+ * What the pipeline sees of an engine is what the live router sees: `inFlight` is exact (requests routed there
+ * and not finished), while running/waiting/KV usage come from a scrape every `scrapeIntervalMs` (the gateway's
+ * default interval), so policies that rely on scraped load pay for its staleness here as they do live.
+ */
+
+export interface ReplayRequest {
+  readonly id: string;
+  readonly arrivalMs: number;
+  readonly promptTokens: number;
+  readonly outputTokens: number;
+  /** Engine block hashes of the prompt (tokens.ts); the engine caches them and the index is fed with them. */
+  readonly hashes: readonly number[];
+}
+
+export interface SimulationOptions {
+  /** In arrival order. */
+  readonly requests: readonly ReplayRequest[];
+  readonly engines: number;
+  readonly pipeline: RoutingPipeline;
+  /** Starts empty; the simulation sets each engine's capacity. */
+  readonly index: PrefixIndex;
+  readonly timing?: Partial<TimingParams>;
+  readonly model?: string;
+  /** Default 1,000 ms, the gateway's default scrape interval. */
+  readonly scrapeIntervalMs?: number;
+  /** How often each engine's load is sampled for the load-over-time plot. Default: 1/400 of the arrival span. */
+  readonly sampleIntervalMs?: number;
+  /** Called as requests finish, with how many have and how many there are. */
+  readonly onProgress?: (finished: number, total: number) => void;
+}
+
+export interface RequestOutcome {
+  readonly arrivalMs: number;
+  readonly engine: number;
+  readonly reason: string | undefined;
+  readonly promptTokens: number;
+  readonly outputTokens: number;
+  readonly cachedTokens: number;
+  readonly firstTokenMs: number;
+  readonly finishMs: number;
+}
+
+export interface LoadSample {
+  readonly atMs: number;
+  /** Requests in flight per engine. */
+  readonly inFlight: readonly number[];
+}
+
+export interface SimulationResult {
+  readonly policy: string;
+  /** In the order of the requests given. */
+  readonly outcomes: readonly RequestOutcome[];
+  /** From the first arrival to the last finish. */
+  readonly durationMs: number;
+  /** Per engine, the engine's own counters (prefix hits as its cache actually served them). */
+  readonly counters: readonly Readonly<TimingCounters>[];
+  /** Per engine, in-flight requests averaged over the duration. */
+  readonly meanInFlight: readonly number[];
+  readonly samples: readonly LoadSample[];
+  readonly reasons: Readonly<Record<string, number>>;
+}
+
+const DEFAULT_SCRAPE_INTERVAL_MS = 1000;
+const SAMPLES = 400;
+
+export async function simulate(opts: SimulationOptions): Promise<SimulationResult> {
+  const { requests, pipeline, index } = opts;
+  const n = opts.engines;
+  if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`engines must be a positive integer, got ${n}`);
+  const model = opts.model ?? 'trace-model';
+  const scrapeIntervalMs = opts.scrapeIntervalMs ?? DEFAULT_SCRAPE_INTERVAL_MS;
+  const first = requests.length === 0 ? 0 : requests[0].arrivalMs;
+  const span = requests.length === 0 ? 0 : requests[requests.length - 1].arrivalMs - first;
+  const sampleIntervalMs = opts.sampleIntervalMs ?? Math.max(1, span / SAMPLES);
+
+  const models = Array.from({ length: n }, () => new TimingModel(opts.timing));
+  const specs: EngineSpec[] = models.map((_, i) => ({
+    id: `engine-${i}`,
+    url: `sim://engine-${i}`,
+    kind: 'vllm',
+    models: [model],
+    labels: {},
+  }));
+  const capacityBlocks = Math.floor(models[0].params.kvCapacityTokens / models[0].params.blockSize);
+  for (const spec of specs) index.setCapacity(spec.id, capacityBlocks);
+
+  const inFlight = new Array<number>(n).fill(0);
+  const inFlightArea = new Array<number>(n).fill(0);
+  const lastChange = new Array<number>(n).fill(first);
+  const scraped: (EngineLoad | undefined)[] = new Array(n).fill(undefined);
+  let nextScrapeMs = -Infinity;
+  // When the engine's current step ends (its events are due and its next step starts); Infinity when idle.
+  const stepEnds = new Array<number>(n).fill(Infinity);
+  const inStep: (StepResult | undefined)[] = new Array(n).fill(undefined);
+
+  const byId = new Map<string, number>();
+  const arrival = new Float64Array(requests.length);
+  const engineOf = new Int32Array(requests.length);
+  const reasonOf: (string | undefined)[] = new Array(requests.length);
+  const cached = new Float64Array(requests.length);
+  const firstToken = new Float64Array(requests.length).fill(NaN);
+  const finish = new Float64Array(requests.length).fill(NaN);
+  const reasons: Record<string, number> = {};
+  const samples: LoadSample[] = [];
+  let nextSampleMs = first;
+  let finished = 0;
+  let now = first;
+
+  const changeInFlight = (e: number, delta: number, at: number) => {
+    inFlightArea[e] += inFlight[e] * (at - lastChange[e]);
+    lastChange[e] = at;
+    inFlight[e] += delta;
+  };
+
+  const snapshots = (at: number): EngineSnapshot[] => {
+    if (at >= nextScrapeMs) {
+      for (let e = 0; e < n; e++) {
+        const m = models[e];
+        scraped[e] = { running: m.numRunning, waiting: m.numWaiting, kvUsage: m.kvUsage, scrapedAt: at };
+      }
+      nextScrapeMs = (Math.floor(at / scrapeIntervalMs) + 1) * scrapeIntervalMs;
+    }
+    return specs.map((spec, e) => ({ spec, healthy: true, inFlight: inFlight[e], load: scraped[e] }));
+  };
+
+  const route = async (i: number, at: number) => {
+    const request = requests[i];
+    const blockHashes = request.hashes.map((h) => BigInt(h));
+    const matches = await index.match(blockHashes);
+    const features: RequestFeatures = {
+      model,
+      endpoint: 'completions',
+      pools: undefined,
+      exclude: new Set(),
+      prefix: { totalBlocks: blockHashes.length, matches },
+    };
+    const decision = pipeline.route(features, snapshots(at));
+    if (decision === undefined) throw new Error('the pipeline found no engine: every simulated engine is healthy and serves the model');
+    const e = specs.indexOf(decision.engine.spec);
+    index.recordStored(decision.engine.spec.id, blockHashes);
+    const reason = decision.reason ?? 'none';
+    reasons[reason] = (reasons[reason] ?? 0) + 1;
+    reasonOf[i] = decision.reason;
+    engineOf[i] = e;
+    arrival[i] = at;
+    byId.set(request.id, i);
+    models[e].submit({ id: request.id, promptTokens: request.promptTokens, outputTokens: request.outputTokens, blockHashes: request.hashes });
+    changeInFlight(e, 1, at);
+    if (stepEnds[e] === Infinity) stepEnds[e] = at;
+  };
+
+  const endStep = (e: number, at: number) => {
+    const step = inStep[e];
+    if (step !== undefined) {
+      for (const event of step.events) {
+        const i = byId.get(event.id)!;
+        if (event.type === 'first_token') {
+          firstToken[i] = event.atMs;
+          cached[i] = event.cachedTokens;
+        } else if (event.type === 'finished') {
+          finish[i] = event.atMs;
+          byId.delete(event.id);
+          changeInFlight(e, -1, at);
+          finished++;
+          opts.onProgress?.(finished, requests.length);
+        }
+      }
+    }
+    const m = models[e];
+    if (m.idle) {
+      inStep[e] = undefined;
+      stepEnds[e] = Infinity;
+      return;
+    }
+    const next = m.step(at);
+    if (next.durationMs === 0) throw new Error(`engine-${e} has queued requests but cannot run any`);
+    inStep[e] = next;
+    stepEnds[e] = at + next.durationMs;
+  };
+
+  let nextArrival = 0;
+  for (;;) {
+    const arrivalAt = nextArrival < requests.length ? requests[nextArrival].arrivalMs : Infinity;
+    let engine = -1;
+    let stepAt = Infinity;
+    for (let e = 0; e < n; e++) {
+      if (stepEnds[e] < stepAt) {
+        stepAt = stepEnds[e];
+        engine = e;
+      }
+    }
+    const at = Math.min(arrivalAt, stepAt);
+    if (at === Infinity) break;
+    while (nextSampleMs <= at) {
+      samples.push({ atMs: nextSampleMs, inFlight: inFlight.slice() });
+      nextSampleMs += sampleIntervalMs;
+    }
+    now = at;
+    if (arrivalAt <= stepAt) await route(nextArrival++, at);
+    else endStep(engine, at);
+  }
+
+  const durationMs = now - first;
+  const meanInFlight = inFlightArea.map((area, e) => (durationMs > 0 ? (area + inFlight[e] * (now - lastChange[e])) / durationMs : 0));
+  const outcomes: RequestOutcome[] = requests.map((r, i) => ({
+    arrivalMs: arrival[i],
+    engine: engineOf[i],
+    reason: reasonOf[i],
+    promptTokens: r.promptTokens,
+    outputTokens: r.outputTokens,
+    cachedTokens: cached[i],
+    firstTokenMs: firstToken[i],
+    finishMs: finish[i],
+  }));
+  return {
+    policy: pipeline.name,
+    outcomes,
+    durationMs,
+    counters: models.map((m) => ({ ...m.counters })),
+    meanInFlight,
+    samples,
+    reasons,
+  };
+}
+
+/**
+ * The token prefix-hit ratio of perfect partitioning: one LRU prefix cache with the capacity of all `engines`
+ * together, serving the requests one at a time in arrival order (engine-sim's serveInstantly). No routing can make
+ * N separate caches hit more often than one cache as large as all of them, so this is the reference a policy's
+ * hit ratio is measured against.
+ */
+export function perfectPartitionHitRatio(requests: readonly ReplayRequest[], engines: number, timing: Partial<TimingParams> = {}): number {
+  const probe = new TimingModel(timing);
+  const pool = new TimingModel({ ...timing, kvCapacityTokens: probe.params.kvCapacityTokens * engines });
+  for (const r of requests) {
+    pool.serveInstantly({ id: r.id, promptTokens: r.promptTokens, outputTokens: r.outputTokens, blockHashes: r.hashes });
+  }
+  const { prefixHitTokens, prefixQueryTokens } = pool.counters;
+  return prefixQueryTokens === 0 ? 0 : prefixHitTokens / prefixQueryTokens;
+}
