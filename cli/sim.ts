@@ -6,7 +6,8 @@ import { numberFlag, parseCommandArgs, untilSignal } from './args.js';
 const help = `switchyard sim --model NAME [--port P] [options]
 
 One simulated vLLM engine (OpenAI API, /metrics with vLLM's names, LoRA endpoints, prefix cache, continuous-
-batching timing model). Prints "switchyard sim listening on URL model=NAME" once it accepts requests.
+batching timing model). Prints "switchyard sim listening on URL model=NAME" once it accepts requests (followed by
+" kv-events=ENDPOINT" when it publishes KV events).
 
   --model NAME                   served model name (required)
   --port P                       port, 0 for any free one (default ${SIM_DEFAULTS.port})
@@ -14,6 +15,11 @@ batching timing model). Prints "switchyard sim listening on URL model=NAME" once
   --time-scale X                 run the engine clock X times faster than real time (default ${SIM_DEFAULTS.timeScale})
   --zero-latency                 answer at once, no simulated GPU time (for proxy benchmarks)
   --seed N                       vary generated text between sims (default ${SIM_DEFAULTS.seed})
+
+KV events (vLLM's format: msgpack KVEventBatch per engine step on a ZMQ PUB socket, vLLM block hashes):
+  --kv-events-endpoint EP        bind the PUB socket here, e.g. tcp://127.0.0.1:5557 (port * for any free one)
+  --kv-events-topic T            topic frame of every message (default '')
+  --kv-events-encoding E         array (msgspec array_like) or map (default array)
 
 Engine profile (defaults: Llama-3.1-8B BF16 on one H100):
   --kv-capacity-tokens N         KV cache size in tokens (default ${SIM_DEFAULTS.kvCapacityTokens})
@@ -52,6 +58,9 @@ export async function runSimCommand(argv: string[]): Promise<void> {
       'time-scale': { type: 'string' },
       'zero-latency': { type: 'boolean' },
       seed: { type: 'string' },
+      'kv-events-endpoint': { type: 'string' },
+      'kv-events-topic': { type: 'string' },
+      'kv-events-encoding': { type: 'string' },
       'kv-capacity-tokens': { type: 'string' },
       'max-model-len': { type: 'string' },
       'max-num-seqs': { type: 'string' },
@@ -79,6 +88,14 @@ export async function runSimCommand(argv: string[]): Promise<void> {
   };
 
   if (flags.model === undefined || flags.model === '') usageError('--model NAME is required');
+  const kvEventsEncoding = flags['kv-events-encoding'];
+  if (kvEventsEncoding !== undefined && kvEventsEncoding !== 'array' && kvEventsEncoding !== 'map') {
+    usageError(`--kv-events-encoding ${JSON.stringify(kvEventsEncoding)} is not valid (array or map)`);
+  }
+  const kvEventsEndpoint = flags['kv-events-endpoint'];
+  if (kvEventsEndpoint !== undefined && !/^(tcp|ipc):\/\/./.test(kvEventsEndpoint)) {
+    usageError(`--kv-events-endpoint ${JSON.stringify(kvEventsEndpoint)} is not a ZMQ endpoint (tcp://HOST:PORT)`);
+  }
   const dieMode = flags['die-mode'];
   if (dieMode !== undefined && dieMode !== 'socket' && dieMode !== 'exit') usageError(`--die-mode ${JSON.stringify(dieMode)} is not valid (socket or exit)`);
 
@@ -98,6 +115,9 @@ export async function runSimCommand(argv: string[]): Promise<void> {
     timeScale: optional('time-scale', positive),
     zeroLatency: flags['zero-latency'],
     seed: optional('seed', Number.isInteger),
+    kvEventsEndpoint,
+    kvEventsTopic: flags['kv-events-topic'],
+    kvEventsEncoding,
     kvCapacityTokens: optional('kv-capacity-tokens', integerAtLeast(1)),
     maxModelLen: optional('max-model-len', integerAtLeast(1)),
     maxNumSeqs: optional('max-num-seqs', integerAtLeast(1)),
@@ -113,7 +133,7 @@ export async function runSimCommand(argv: string[]): Promise<void> {
   };
 
   const sim = await startSim(options);
-  console.log(`switchyard sim listening on ${sim.url} model=${sim.model}`);
+  console.log(`switchyard sim listening on ${sim.url} model=${sim.model}${sim.kvEventsEndpoint === undefined ? '' : ` kv-events=${sim.kvEventsEndpoint}`}`);
   await untilSignal();
   await sim.close();
 }

@@ -8,10 +8,12 @@
  *
  * Arrivals are stamped with the scaled wall clock and enter the model only once the engine clock reaches them, so
  * a request never joins a step that started before it arrived, even while the engine is catching up.
+ *
+ * A step's request events and cache events are delivered together when the step ends on the wall clock.
  */
 
 import { Deque } from './deque.js';
-import type { EngineEvent, ModelRequest, TimingModel } from './timing-model.js';
+import type { CacheEvent, EngineEvent, ModelRequest, TimingModel } from './timing-model.js';
 
 // Overdue steps run back to back, but never so many that HTTP I/O starves.
 const MAX_STEPS_PER_TURN = 64;
@@ -32,7 +34,7 @@ export class EngineLoop {
   constructor(
     private readonly model: TimingModel,
     private readonly timeScale: number,
-    private readonly onEvents: (events: readonly EngineEvent[]) => void,
+    private readonly onEvents: (events: readonly EngineEvent[], cacheEvents: readonly CacheEvent[]) => void,
   ) {
     if (!(Number.isFinite(timeScale) && timeScale > 0)) throw new RangeError(`timeScale must be a positive number, got ${timeScale}`);
   }
@@ -57,6 +59,16 @@ export class EngineLoop {
       return;
     }
     this.model.abort(id);
+  }
+
+  /**
+   * Resets the model's prefix cache between steps, so its AllBlocksCleared follows every event of the steps before.
+   * False while the engine has anything to run or deliver (vLLM refuses while requests hold blocks).
+   */
+  resetPrefixCache(): boolean {
+    if (this.scheduled || !this.model.resetPrefixCache()) return false;
+    this.onEvents([], this.model.takeCacheEvents());
+    return true;
   }
 
   close(): void {
@@ -85,16 +97,17 @@ export class EngineLoop {
         continue;
       }
       const { durationMs, events } = this.model.step(this.engineMs);
+      const cacheEvents = this.model.takeCacheEvents();
       this.engineMs += durationMs;
       const aheadRealMs = (this.engineMs - this.now()) / this.timeScale;
       if (aheadRealMs > 0) {
         this.timer = setTimeout(() => {
-          this.onEvents(events);
+          this.onEvents(events, cacheEvents);
           this.run();
         }, aheadRealMs);
         return;
       }
-      if (events.length > 0) this.onEvents(events);
+      if (events.length > 0 || cacheEvents.length > 0) this.onEvents(events, cacheEvents);
     }
     setImmediate(() => this.run());
   }

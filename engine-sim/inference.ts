@@ -10,6 +10,7 @@ import { DEFAULT_EMBEDDING_DIMENSIONS, embed, embeddingsBody } from './embedding
 import type { EngineLoop } from './engine-loop.js';
 import { modelNotFound, SimError } from './errors.js';
 import type { FaultSettings, FaultState } from './faults.js';
+import type { SimKvEvents } from './kv-events.js';
 import { Generation } from './generation.js';
 import { type GenerationLimits, planGeneration } from './generation-plan.js';
 import type { LoraRegistry } from './lora-registry.js';
@@ -17,7 +18,8 @@ import type { SimMetrics } from './metrics.js';
 import type { Endpoint } from './responses.js';
 import { chatRequestSchema, completionRequestSchema, embeddingRequestSchema, messageText, parseBody, type PromptInput, singlePrompt } from './schemas.js';
 import type { TimingModel } from './timing-model.js';
-import { BEGIN_OF_TEXT, renderChatPrompt, tokenize } from './tokenizer.js';
+import { renderChatPrompt, renderCompletionPrompt } from '../kvcache/chat-template.js';
+import { tokenize } from '../kvcache/tokenizers/approximate.js';
 
 /** vLLM's default for /v1/completions (OpenAI's too); chat has none, the model decides. */
 const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
@@ -34,6 +36,8 @@ export interface InferenceContext {
   readonly faults: FaultState;
   /** Generations the engine is working on, by engine request id. */
   readonly generations: Map<string, Generation>;
+  /** Present when the engine publishes KV events. */
+  readonly kvEvents: SimKvEvents | undefined;
   nextRequestId: number;
 }
 
@@ -67,6 +71,7 @@ export async function handleGeneration(ctx: InferenceContext, endpoint: Endpoint
 
   const engineId = String(ctx.nextRequestId++);
   const modelRequest = { id: engineId, promptTokens: plan.promptTokens, outputTokens: plan.output.ids.length, blockHashes: plan.blockHashes, adapter };
+  ctx.kvEvents?.track(modelRequest, promptIds.concat(plan.output.ids));
   const setup = {
     res,
     endpoint,
@@ -80,7 +85,9 @@ export async function handleGeneration(ctx: InferenceContext, endpoint: Endpoint
   const loop = ctx.loop;
   if (loop === undefined) {
     const generation = new Generation({ ...setup, arrivalMs: 0, abortEngine: () => {} });
-    generation.completeInstantly(ctx.timing.serveInstantly(modelRequest));
+    const cachedTokens = ctx.timing.serveInstantly(modelRequest);
+    ctx.kvEvents?.publish(ctx.timing.takeCacheEvents());
+    generation.completeInstantly(cachedTokens);
     return;
   }
   const arrivalMs = loop.submit(modelRequest);
@@ -145,7 +152,7 @@ function resolveAdapter(ctx: InferenceContext, model: string | null | undefined)
 
 // Text prompts get a BOS token, as vLLM tokenizes completion prompts with add_special_tokens; ids are taken as given.
 function promptTokenIds(prompt: string | number[]): number[] {
-  return typeof prompt === 'string' ? tokenize(BEGIN_OF_TEXT + prompt) : prompt;
+  return typeof prompt === 'string' ? tokenize(renderCompletionPrompt(prompt)) : prompt;
 }
 
 function embeddingInputs(input: PromptInput): (string | number[])[] {

@@ -5,7 +5,7 @@
  */
 
 import { createRng, mixHashes } from './hash.js';
-import { pieceId } from './tokenizer.js';
+import { pieceId } from '../kvcache/tokenizers/approximate.js';
 
 // Every word is at most MAX_PIECE_CHARS - 1 letters, so it stays one token with its leading space.
 const WORDS = [

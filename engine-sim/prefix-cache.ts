@@ -52,7 +52,12 @@ export class PrefixCache {
   private readonly byHash = new Map<BlockHash, BlockId>();
   private used = 0;
 
-  constructor(capacityTokens: number, blockSize = DEFAULT_BLOCK_SIZE) {
+  /** `onEvict` hears of every cached block evicted to make room (the engine's KV events report it). */
+  constructor(
+    capacityTokens: number,
+    blockSize = DEFAULT_BLOCK_SIZE,
+    private readonly onEvict: ((hash: BlockHash) => void) | undefined = undefined,
+  ) {
     if (!Number.isInteger(blockSize) || blockSize < 1) throw new RangeError(`blockSize must be a positive integer, got ${blockSize}`);
     const numBlocks = Math.floor(capacityTokens / blockSize);
     if (!(numBlocks >= 1)) throw new RangeError(`KV capacity of ${capacityTokens} tokens holds no ${blockSize}-token block`);
@@ -139,6 +144,17 @@ export class PrefixCache {
   }
 
   /**
+   * Forgets all cached content, as vLLM's reset_prefix_cache. Refused (false, nothing changes) while running
+   * requests reference blocks, as there.
+   */
+  reset(): boolean {
+    if (this.used > 0) return false;
+    this.byHash.clear();
+    this.contentHash.fill(NaN);
+    return true;
+  }
+
+  /**
    * Drops one reference from each block. Blocks nobody references join the free queue, keeping their content. A
    * sequence's last block is queued first so it is evicted first: the end of a prompt is the part least likely to
    * be shared, its beginning (system prompt, documents) the most.
@@ -158,6 +174,7 @@ export class PrefixCache {
     if (Number.isNaN(hash)) return;
     this.byHash.delete(hash);
     this.contentHash[block] = NaN;
+    this.onEvict?.(hash);
   }
 
   private appendToFreeQueue(block: BlockId): void {

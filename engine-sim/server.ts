@@ -11,8 +11,10 @@ import { ZodError } from 'zod';
 import { EngineLoop } from './engine-loop.js';
 import { SimError } from './errors.js';
 import { type FaultSettings, FaultState } from './faults.js';
+import type { KvEventEncoding } from '../kvcache/events/types.js';
 import type { Generation } from './generation.js';
 import { handleEmbeddings, handleGeneration, type InferenceContext } from './inference.js';
+import { startSimKvEvents } from './kv-events.js';
 import { LoraRegistry } from './lora-registry.js';
 import { createSimMetrics } from './metrics.js';
 import { loadLoraSchema, parseBody, unloadLoraSchema } from './schemas.js';
@@ -44,6 +46,16 @@ export interface SimOptions extends Partial<Omit<TimingParams, 'kvCapacityTokens
   faults?: Partial<FaultSettings>;
   /** Mixed into every output seed: differently seeded sims answer the same prompt differently. Default 0. */
   seed?: number;
+  /**
+   * Publish KV events as vLLM does (--kv-events-config with the zmq publisher): a PUB socket bound here, e.g.
+   * tcp://127.0.0.1:5557, port * for any free one. Block hashes are vLLM's sha256_cbor ones with PYTHONHASHSEED=0.
+   * Default: no events.
+   */
+  kvEventsEndpoint?: string;
+  /** Topic of every event message. Default ''. */
+  kvEventsTopic?: string;
+  /** msgpack layout: positional arrays (msgspec array_like) or maps. Default 'array'. */
+  kvEventsEncoding?: KvEventEncoding;
 }
 
 export interface RunningSim {
@@ -51,6 +63,8 @@ export interface RunningSim {
   readonly url: string;
   readonly port: number;
   readonly model: string;
+  /** The KV events PUB endpoint actually bound, when publishing. */
+  readonly kvEventsEndpoint: string | undefined;
   /** Replaces all faults; fields left out are off (see FaultSettings). */
   setFaults(faults: Partial<FaultSettings>): void;
   close(): Promise<void>;
@@ -85,10 +99,13 @@ export async function startSim(opts: SimOptions): Promise<RunningSim> {
   if (!(Number.isInteger(maxLoras) && maxLoras >= 0)) throw new RangeError(`startSim: maxLoras must be a non-negative integer, got ${maxLoras}`);
   if (!(loraLoadMs >= 0)) throw new RangeError(`startSim: loraLoadMs must be >= 0, got ${loraLoadMs}`);
 
-  const timing = new TimingModel({
-    ...definedTimingOverrides(opts),
-    kvCapacityTokens: opts.kvCapacityTokens ?? SIM_DEFAULTS.kvCapacityTokens,
-  });
+  const kvEventsEncoding = opts.kvEventsEncoding ?? 'array';
+  if (kvEventsEncoding !== 'array' && kvEventsEncoding !== 'map') throw new RangeError(`startSim: kvEventsEncoding must be array or map, got ${kvEventsEncoding}`);
+
+  const timing = new TimingModel(
+    { ...definedTimingOverrides(opts), kvCapacityTokens: opts.kvCapacityTokens ?? SIM_DEFAULTS.kvCapacityTokens },
+    { recordCacheEvents: opts.kvEventsEndpoint !== undefined },
+  );
   const maxModelLen = Math.min(opts.maxModelLen ?? SIM_DEFAULTS.maxModelLen, timing.maxSequenceTokens);
   requirePositive('maxModelLen', maxModelLen);
   const faults = new FaultState();
@@ -96,9 +113,15 @@ export async function startSim(opts: SimOptions): Promise<RunningSim> {
   const loras = new LoraRegistry(maxLoras, () => (zeroLatency ? Promise.resolve() : sleep(loraLoadMs / timeScale)));
   const metrics = createSimMetrics({ modelName: opts.model, timing, maxLoras });
   const generations = new Map<string, Generation>();
+  const kvEvents =
+    opts.kvEventsEndpoint === undefined
+      ? undefined
+      : await startSimKvEvents({ endpoint: opts.kvEventsEndpoint, topic: opts.kvEventsTopic, encoding: kvEventsEncoding, blockSize: timing.params.blockSize });
   const loop = zeroLatency
     ? undefined
-    : new EngineLoop(timing, timeScale, (events) => {
+    : new EngineLoop(timing, timeScale, (events, cacheEvents) => {
+        // Before the tokens go out: a client that sees its answer can count on the router having been told.
+        kvEvents?.publish(cacheEvents);
         for (const event of events) {
           const generation = generations.get(event.id);
           if (generation === undefined) continue;
@@ -115,6 +138,7 @@ export async function startSim(opts: SimOptions): Promise<RunningSim> {
     loras,
     faults,
     generations,
+    kvEvents,
     nextRequestId: 0,
   };
 
@@ -124,16 +148,23 @@ export async function startSim(opts: SimOptions): Promise<RunningSim> {
   app.setNotFoundHandler((_request, reply) => reply.code(404).send({ detail: 'Not Found' }));
   registerRoutes(app, ctx);
 
-  await app.listen({ host: opts.host ?? SIM_DEFAULTS.host, port: opts.port ?? SIM_DEFAULTS.port });
+  try {
+    await app.listen({ host: opts.host ?? SIM_DEFAULTS.host, port: opts.port ?? SIM_DEFAULTS.port });
+  } catch (err) {
+    await kvEvents?.close();
+    throw err;
+  }
   const { address, port } = app.server.address() as AddressInfo;
   return {
     url: `http://${urlHost(address)}:${port}`,
     port,
     model: opts.model,
+    kvEventsEndpoint: kvEvents?.endpoint,
     setFaults: (next) => faults.set(next),
     close: async () => {
       loop?.close();
       await app.close();
+      await kvEvents?.close();
     },
   };
 }
@@ -173,6 +204,14 @@ function registerRoutes(app: FastifyInstance, ctx: InferenceContext): void {
     if (!body.lora_name) throw new SimError(400, "'lora_name' needs to be provided to unload a LoRA adapter.", { type: 'InvalidUserInput' });
     ctx.loras.unload(body.lora_name);
     return reply.type('text/plain; charset=utf-8').send(`Success: LoRA adapter '${body.lora_name}' removed successfully.`);
+  });
+
+  // vLLM's dev-mode endpoint. Where vLLM's reset fails because requests hold blocks, the sim answers 409 to say so.
+  app.post('/reset_prefix_cache', async (_request, reply) => {
+    const reset = ctx.loop === undefined ? ctx.timing.resetPrefixCache() : ctx.loop.resetPrefixCache();
+    if (!reset) throw new SimError(409, 'Prefix cache not reset: the engine is running requests. Retry when it is idle.');
+    if (ctx.loop === undefined) ctx.kvEvents?.publish(ctx.timing.takeCacheEvents());
+    return reply.code(200).send();
   });
 
   app.get('/sim/faults', async () => ctx.faults.current);

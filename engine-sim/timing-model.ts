@@ -83,6 +83,25 @@ export type EngineEvent =
   | { readonly type: 'finished'; readonly id: string; readonly atMs: number }
   | { readonly type: 'preempted'; readonly id: string; readonly atMs: number };
 
+/**
+ * A change to what the prefix cache holds, what vLLM's KV events report (BlockStored, BlockRemoved,
+ * AllBlocksCleared). Recorded only when the model is built with `recordCacheEvents`.
+ */
+export type CacheEvent =
+  /**
+   * Blocks [fromBlock, toBlock) of the request (indices into its blockHashes) were computed and are now cached, or
+   * were already cached under the same hash: as vLLM, one event per request per step for the blocks it filled.
+   */
+  | { readonly type: 'stored'; readonly request: ModelRequest; readonly fromBlock: number; readonly toBlock: number }
+  /** The cached block named `hash` was evicted to make room. */
+  | { readonly type: 'removed'; readonly hash: BlockHash }
+  | { readonly type: 'cleared' };
+
+export interface TimingModelOptions {
+  /** Keep CacheEvents for takeCacheEvents(). Default false: the trace replayer has no use for them. */
+  readonly recordCacheEvents?: boolean;
+}
+
 export interface StepResult {
   /** 0 when there was nothing to run. */
   readonly durationMs: number;
@@ -122,6 +141,7 @@ class Sequence {
 }
 
 const NO_BLOCKS: readonly BlockId[] = [];
+const NO_CACHE_EVENTS: readonly CacheEvent[] = [];
 
 export class TimingModel {
   readonly params: Readonly<TimingParams>;
@@ -137,12 +157,16 @@ export class TimingModel {
     preemptions: 0,
   };
 
-  constructor(params: Partial<TimingParams> = {}) {
+  private cacheEvents: CacheEvent[] | undefined;
+
+  constructor(params: Partial<TimingParams> = {}, options: TimingModelOptions = {}) {
     this.params = { ...DEFAULT_TIMING, ...params };
     for (const [name, value] of Object.entries(this.params)) {
       if (!(Number.isFinite(value) && value > 0)) throw new RangeError(`timing parameter ${name} must be a positive number, got ${value}`);
     }
-    this.cache = new PrefixCache(this.params.kvCapacityTokens, this.params.blockSize);
+    if (options.recordCacheEvents) this.cacheEvents = [];
+    const onEvict = this.cacheEvents && ((hash: BlockHash) => void this.cacheEvents!.push({ type: 'removed', hash }));
+    this.cache = new PrefixCache(this.params.kvCapacityTokens, this.params.blockSize, onEvict);
   }
 
   /** Largest prompt + output the KV cache can hold: a longer request could never run. */
@@ -178,6 +202,24 @@ export class TimingModel {
 
   waitingAdapters(): string[] {
     return distinctAdapters(this.waiting);
+  }
+
+  /**
+   * The cache events recorded since the last call, oldest first (vLLM's take_events: the caller publishes them as
+   * one batch per step). Always empty unless built with recordCacheEvents.
+   */
+  takeCacheEvents(): readonly CacheEvent[] {
+    const events = this.cacheEvents;
+    if (events === undefined || events.length === 0) return NO_CACHE_EVENTS;
+    this.cacheEvents = [];
+    return events;
+  }
+
+  /** Forgets all cached content (vLLM's reset_prefix_cache). False, and nothing changes, while requests hold blocks. */
+  resetPrefixCache(): boolean {
+    if (!this.cache.reset()) return false;
+    this.cacheEvents?.push({ type: 'cleared' });
+    return true;
   }
 
   /** Queues a request; it is considered from the next step on. */
@@ -317,6 +359,7 @@ export class TimingModel {
     // The last sampled token is never fed back, so it is not in the KV.
     const computedBlocks = Math.min(Math.floor((total - 1) / blockSize), request.blockHashes.length);
     for (let b = hit.length; b < computedBlocks; b++) this.cache.cacheBlock(blocks[b]!, request.blockHashes[b]!);
+    if (computedBlocks > hit.length) this.cacheEvents?.push({ type: 'stored', request, fromBlock: hit.length, toBlock: computedBlocks });
     this.cache.release(blocks);
     const cachedTokens = hit.length * blockSize;
     this.totals.prefixQueryTokens += request.promptTokens;
@@ -344,7 +387,9 @@ export class TimingModel {
   private commitFullBlocks(seq: Sequence): void {
     const full = Math.floor(seq.computed / this.params.blockSize);
     const hashes = seq.request.blockHashes;
-    for (let b = seq.committedBlocks; b < full && b < hashes.length; b++) this.cache.cacheBlock(seq.blocks[b]!, hashes[b]!);
+    const end = Math.min(full, hashes.length);
+    for (let b = seq.committedBlocks; b < end; b++) this.cache.cacheBlock(seq.blocks[b]!, hashes[b]!);
+    if (end > seq.committedBlocks) this.cacheEvents?.push({ type: 'stored', request: seq.request, fromBlock: seq.committedBlocks, toBlock: end });
     seq.committedBlocks = full;
   }
 }

@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningSim, startSim } from '../../engine-sim/server.js';
-import { tokenize } from '../../engine-sim/tokenizer.js';
+import { tokenize } from '../../kvcache/tokenizers/approximate.js';
 
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
 

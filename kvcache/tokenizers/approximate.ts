@@ -1,4 +1,7 @@
 /**
+ * The approximate tokenizer: zero dependencies, the router's default, and the simulated engine's own tokenizer (so
+ * the router's token counts and block hashes agree with what the simulator caches).
+ *
  * A deterministic stand-in for a BPE tokenizer. It does not need to match Llama's vocabulary, only to behave like
  * one where a router can observe it: the same text always gives the same ids, English text costs about 4 characters
  * per token (so token estimates, TPM limits and KV usage land in realistic ranges), shared text prefixes give
@@ -10,7 +13,8 @@
  * MAX_PIECE_CHARS are cut into chunks, which is what brings long words near BPE's ratio.
  */
 
-import { hashString } from './hash.js';
+import { hashString } from '../../engine-sim/hash.js';
+import type { Tokenizer } from './tokenizer.js';
 
 /** Llama-3's vocabulary size; ordinary pieces are hashed below the special-token range. */
 export const VOCAB_SIZE = 128256;
@@ -26,13 +30,11 @@ const SPECIAL_TOKENS: Readonly<Record<string, number>> = {
   '<|eot_id|>': 128009,
 };
 
-export const BEGIN_OF_TEXT = '<|begin_of_text|>';
-
 // Newline runs are their own piece whatever follows, and punctuation stops before a special token, so that
 // "\n\n" + answer + "<|eot_id|>" tokenizes as the three parts would separately (the multi-turn cache reuse above).
 const PIECE_PATTERN = /<\|[a-z_]+\|>|\n+| ?\p{L}+| ?\p{N}{1,3}| ?(?:(?!<\|)[^\s\p{L}\p{N}])+|[^\S\n]+(?!\S)|[^\S\n]+|\S/gu;
 
-/** Token ids of `text`. No BOS is added; callers that want one put BEGIN_OF_TEXT in the text. */
+/** Token ids of `text`. No BOS is added; callers that want one render it into the text (see chat-template.ts). */
 export function tokenize(text: string): number[] {
   const ids: number[] = [];
   for (const match of text.matchAll(PIECE_PATTERN)) {
@@ -56,17 +58,4 @@ export function pieceId(piece: string): number {
   return SPECIAL_TOKENS[piece] ?? hashString(piece) % ORDINARY_VOCAB;
 }
 
-export interface ChatMessageText {
-  readonly role: string;
-  readonly content: string;
-}
-
-/**
- * Renders a conversation with Llama-3's chat template and the assistant generation prompt appended, as vLLM does
- * with add_generation_prompt=True. The answer a model gives is meant to follow this text directly.
- */
-export function renderChatPrompt(messages: readonly ChatMessageText[]): string {
-  let text = BEGIN_OF_TEXT;
-  for (const m of messages) text += `<|start_header_id|>${m.role}<|end_header_id|>\n\n${m.content}<|eot_id|>`;
-  return text + '<|start_header_id|>assistant<|end_header_id|>\n\n';
-}
+export const approximateTokenizer: Tokenizer = { name: 'approximate', encode: tokenize };
