@@ -42,17 +42,38 @@ export async function runDevCommand(argv: string[]): Promise<void> {
   const apiKey = process.env.SWITCHYARD_API_KEY || `sk-sy-${randomBytes(24).toString('base64url')}`;
   const keyWasGenerated = apiKey !== process.env.SWITCHYARD_API_KEY;
 
-  const sims: RunningSim[] = [];
-  for (let i = 0; i < engineCount; i++) sims.push(await startSim({ model: models[i % models.length]!, port: 0, timeScale, seed: i }));
-  const engines: EngineSpec[] = sims.map((sim, i) => ({ id: `sim-${i}`, url: sim.url, kind: 'vllm', models: [sim.model], labels: { pool: 'default' } }));
-
   const config = loadConfig({
     path: flags.config,
-    base: { auth: { keys: [{ principal: 'dev', env: 'SWITCHYARD_API_KEY' }] } },
+    // The simulated engines speak vLLM's KV events with vLLM's block hashes: the index runs in precise mode.
+    base: { auth: { keys: [{ principal: 'dev', env: 'SWITCHYARD_API_KEY' }] }, kvcache: { hashing: 'vllm' } },
     env: port === undefined ? process.env : { ...process.env, PORT: String(port) },
   });
+  const kvEvents = config.kvcache.enabled && config.kvcache.hashing === 'vllm';
+
+  const sims: RunningSim[] = [];
+  for (let i = 0; i < engineCount; i++) {
+    sims.push(
+      await startSim({
+        model: models[i % models.length]!,
+        port: 0,
+        timeScale,
+        seed: i,
+        kvEventsEndpoint: kvEvents ? 'tcp://127.0.0.1:*' : undefined,
+      }),
+    );
+  }
+  const engines: EngineSpec[] = sims.map((sim, i) => ({
+    id: `sim-${i}`,
+    url: sim.url,
+    kind: 'vllm',
+    models: [sim.model],
+    labels: { pool: 'default' },
+    kvCapacityTokens: sim.kvCapacityTokens,
+    kvEventsEndpoint: sim.kvEventsEndpoint,
+  }));
+
   const stopTelemetry = await startTelemetry();
-  const gateway = createGateway({
+  const gateway = await createGateway({
     config,
     engines,
     resolver: configKeyResolver(config.auth.keys, { ...process.env, SWITCHYARD_API_KEY: apiKey }),

@@ -26,7 +26,7 @@ export async function runServeCommand(argv: string[]): Promise<void> {
     throw new ConfigError(path, [(err as Error).message]);
   }
   const stopTelemetry = await startTelemetry();
-  const gateway = createGateway({ config, resolver });
+  const gateway = await createGateway({ config, resolver });
   const url = await gateway.listen();
   console.log(`switchyard gateway listening on ${url}`);
   await untilSignal();

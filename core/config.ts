@@ -1,6 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
+import { DEFAULT_BLOCK_SIZE } from '../kvcache/block-hash.js';
+import { DEFAULT_MAX_ENTRIES } from '../kvcache/index/create.js';
+import { VLLM_DEFAULT_BLOCK_SIZE } from '../kvcache/precise-hash.js';
+import { TOKENIZER_NAMES } from '../kvcache/tokenizers/tokenizer.js';
+import { POLICY_NAMES, type PolicyName } from '../router/routing/pipeline.js';
 
 /**
  * The one config loader: a YAML file, then environment overrides, then one schema check. Every part of
@@ -20,6 +25,10 @@ const EngineSchema = z
     kind: z.enum(['vllm', 'sglang', 'llamacpp']).default('vllm'),
     models: z.array(z.string().min(1)).min(1, 'an engine serves at least one model'),
     labels: z.record(z.string(), z.string()).default({}),
+    /** The engine's KV capacity: the prefix index never believes it holds more. */
+    kvCapacityTokens: z.number().int().positive().optional(),
+    /** The engine's KV events PUB socket (vLLM --kv-events-config endpoint); needs kvcache.hashing: vllm. */
+    kvEventsEndpoint: z.string().regex(/^tcp:\/\/[^\s]+:\d+$/, 'a ZMQ endpoint, e.g. tcp://10.0.0.7:5557').optional(),
   })
   .strict();
 
@@ -38,7 +47,7 @@ const ModelSchema = z
 
 const RoutingSchema = z
   .object({
-    policy: z.enum(['random', 'round-robin', 'least-request', 'least-kv-cache']).default('least-request'),
+    policy: z.enum(POLICY_NAMES as [PolicyName, ...PolicyName[]]).default('prefix-cache'),
     filters: z.array(z.string().min(1)).optional(),
     scorers: z.array(z.object({ name: z.string().min(1), weight: z.number().positive() }).strict()).optional(),
     picker: z.string().min(1).optional(),
@@ -96,6 +105,44 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    kvcache: z
+      .object({
+        /** Compute each prompt's blocks and look them up in the index before routing. */
+        enabled: z.boolean().default(true),
+        tokenizer: z.enum(TOKENIZER_NAMES).default('approximate'),
+        /**
+         * approximate: the router's own fast hashes, fed by its routing decisions. vllm: the engines' own block
+         * hashes (needs the engines' tokenizer and block size), so their KV events correct the index.
+         */
+        hashing: z.enum(['approximate', 'vllm']).default('approximate'),
+        /** Tokens per block; default 64 (approximate) or vLLM's 16 (vllm). */
+        blockSize: z.number().int().min(1).max(4096).optional(),
+        /** Most (block, engine) entries in the index, all engines together. */
+        maxEntries: z.number().int().positive().default(DEFAULT_MAX_ENTRIES),
+        /** Key prefix in Redis, so several fleets can share one Redis. */
+        redisKeyPrefix: z.string().min(1).default('switchyard:kv:'),
+      })
+      .strict()
+      .prefault({}),
+    session: z
+      .object({
+        /** Request header carrying a session key. */
+        header: z.string().min(1).default('x-session-id'),
+        /** Also take the OpenAI `user` field as the session key when the header is absent. */
+        userField: z.boolean().default(true),
+        /** Sessions remembered per router replica, least recently used forgotten first. */
+        maxSessions: z.number().int().positive().default(100_000),
+        ttlMs: ms(30 * 60_000),
+      })
+      .strict()
+      .prefault({}),
+    redis: z
+      .object({
+        /** Shared state (the prefix index) lives here when set; env REDIS_URL overrides. Unset: in-process. */
+        url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()
@@ -108,6 +155,13 @@ export const ConfigSchema = z
       if (ids.has(e.id)) ctx.addIssue({ code: 'custom', path: ['engines', i, 'id'], message: `duplicate engine id "${e.id}"` });
       ids.add(e.id);
     });
+    if (cfg.kvcache.hashing !== 'vllm') {
+      cfg.engines.forEach((e, i) => {
+        if (e.kvEventsEndpoint !== undefined) {
+          ctx.addIssue({ code: 'custom', path: ['engines', i, 'kvEventsEndpoint'], message: 'KV events name blocks by the engine\'s hashes: set kvcache.hashing: vllm' });
+        }
+      });
+    }
     const names = new Set<string>();
     cfg.models.forEach((m, i) => {
       if (names.has(m.name)) ctx.addIssue({ code: 'custom', path: ['models', i, 'name'], message: `duplicate model "${m.name}"` });
@@ -119,6 +173,11 @@ export type Config = z.infer<typeof ConfigSchema>;
 export type EngineConfig = Config['engines'][number];
 export type KeyConfig = Config['auth']['keys'][number];
 export type RoutingSettings = Config['routing'];
+
+/** The block size in force: the configured one, else the hashing scheme's default. */
+export function kvBlockSize(cfg: Config['kvcache']): number {
+  return cfg.blockSize ?? (cfg.hashing === 'vllm' ? VLLM_DEFAULT_BLOCK_SIZE : DEFAULT_BLOCK_SIZE);
+}
 
 /** A config that cannot be used: names the field and says why, so start-up can exit with a useful line. */
 export class ConfigError extends Error {
@@ -136,6 +195,7 @@ const envOverrides: ReadonlyArray<{ env: string; path: readonly string[]; parse:
   { env: 'SWITCHYARD_HOST', path: ['server', 'host'], parse: String },
   { env: 'SWITCHYARD_LOG_LEVEL', path: ['log', 'level'], parse: String },
   { env: 'SWITCHYARD_ROUTING_POLICY', path: ['routing', 'policy'], parse: String },
+  { env: 'REDIS_URL', path: ['redis', 'url'], parse: String },
 ];
 
 export interface LoadOptions {

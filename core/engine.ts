@@ -10,6 +10,10 @@ export interface EngineSpec {
   readonly models: readonly string[];
   /** Free-form labels; `pool` names the compute pool the engine runs in. */
   readonly labels: Readonly<Record<string, string>>;
+  /** KV-cache capacity in tokens, when known: bounds what the prefix index believes the engine holds. */
+  readonly kvCapacityTokens?: number | undefined;
+  /** ZMQ endpoint of the engine's KV events, when it publishes them. */
+  readonly kvEventsEndpoint?: string | undefined;
 }
 
 /** Load as read from the engine's own /metrics, normalised across engine kinds. */

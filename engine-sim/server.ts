@@ -63,6 +63,8 @@ export interface RunningSim {
   readonly url: string;
   readonly port: number;
   readonly model: string;
+  /** The engine's KV-cache capacity in tokens. */
+  readonly kvCapacityTokens: number;
   /** The KV events PUB endpoint actually bound, when publishing. */
   readonly kvEventsEndpoint: string | undefined;
   /** Replaces all faults; fields left out are off (see FaultSettings). */
@@ -102,8 +104,9 @@ export async function startSim(opts: SimOptions): Promise<RunningSim> {
   const kvEventsEncoding = opts.kvEventsEncoding ?? 'array';
   if (kvEventsEncoding !== 'array' && kvEventsEncoding !== 'map') throw new RangeError(`startSim: kvEventsEncoding must be array or map, got ${kvEventsEncoding}`);
 
+  const kvCapacityTokens = opts.kvCapacityTokens ?? SIM_DEFAULTS.kvCapacityTokens;
   const timing = new TimingModel(
-    { ...definedTimingOverrides(opts), kvCapacityTokens: opts.kvCapacityTokens ?? SIM_DEFAULTS.kvCapacityTokens },
+    { ...definedTimingOverrides(opts), kvCapacityTokens },
     { recordCacheEvents: opts.kvEventsEndpoint !== undefined },
   );
   const maxModelLen = Math.min(opts.maxModelLen ?? SIM_DEFAULTS.maxModelLen, timing.maxSequenceTokens);
@@ -159,6 +162,7 @@ export async function startSim(opts: SimOptions): Promise<RunningSim> {
     url: `http://${urlHost(address)}:${port}`,
     port,
     model: opts.model,
+    kvCapacityTokens,
     kvEventsEndpoint: kvEvents?.endpoint,
     setFaults: (next) => faults.set(next),
     close: async () => {

@@ -15,6 +15,7 @@
 import { setImmediate as yieldToEventLoop } from 'node:timers/promises';
 import { type BlockHashOptions, BlockHasher } from './block-hash.js';
 import { type ChatMessageText, renderChatPrompt, renderChatPromptPrefix, renderCompletionPrompt } from './chat-template.js';
+import { vllmBlockHashes } from './precise-hash.js';
 import type { Tokenizer } from './tokenizers/tokenizer.js';
 import type { BlockHash } from './types.js';
 
@@ -38,6 +39,13 @@ export type PromptRequest = { readonly messages: readonly PromptChatMessage[] } 
 
 export interface RequestBlockOptions extends BlockHashOptions {
   readonly tokenizer: Tokenizer;
+  /**
+   * `approximate` (default): the router's own xxHash64 chain, seeded by the namespace. `vllm`: the engine's own
+   * block hashes (precise-hash.ts), so KV events from the engines and the router's lookups name the same blocks;
+   * blockSize must then be the engines' block size, and `loraName` the adapter.
+   */
+  readonly hashing?: 'approximate' | 'vllm';
+  readonly loraName?: string;
 }
 
 export interface PromptBlocks {
@@ -54,7 +62,7 @@ export interface PromptBlocks {
  */
 export async function requestBlockHashes(body: PromptRequest, options: RequestBlockOptions): Promise<PromptBlocks> {
   const prompt = canonicalPrompt(body);
-  const hasher = new BlockHasher(options);
+  const hasher = options.hashing === 'vllm' ? new VllmBlockHasher(options.blockSize, options.loraName) : new BlockHasher(options);
   if (typeof prompt !== 'string') {
     hasher.push(prompt);
   } else if (prompt.length <= SEGMENT_CHARS) {
@@ -68,6 +76,30 @@ export async function requestBlockHashes(body: PromptRequest, options: RequestBl
     }
   }
   return { hashes: hasher.hashes, promptTokens: hasher.tokenCount };
+}
+
+/** BlockHasher's shape over vLLM's hashes: the tokens are collected, and hashed once all have arrived. */
+class VllmBlockHasher {
+  private readonly tokens: number[] = [];
+  private computed: BlockHash[] | undefined;
+  constructor(
+    private readonly blockSize: number,
+    private readonly loraName: string | undefined,
+  ) {}
+
+  get tokenCount(): number {
+    return this.tokens.length;
+  }
+
+  get hashes(): BlockHash[] {
+    this.computed ??= vllmBlockHashes(this.tokens, { blockSize: this.blockSize, loraName: this.loraName });
+    return this.computed;
+  }
+
+  push(tokens: ArrayLike<number>): void {
+    for (let i = 0; i < tokens.length; i++) this.tokens.push(tokens[i]!);
+    this.computed = undefined;
+  }
 }
 
 /** The prompt as the engine sees it: text to tokenize, or token ids given by the client. */

@@ -9,7 +9,8 @@ export interface GatewayMetrics {
   readonly ttft: Histogram<'model'>;
   readonly duration: Histogram<'model'>;
   readonly retries: Counter<'model' | 'reason'>;
-  readonly decisions: Counter<'policy' | 'engine'>;
+  readonly decisions: Counter<'policy' | 'engine' | 'reason'>;
+  readonly prefixBlocks: Counter<'model' | 'kind'>;
 }
 
 /** The gateway's own series, `switchyard_` prefixed. Engine gauges read the registry's snapshot at scrape time. */
@@ -63,8 +64,14 @@ export function createGatewayMetrics(registry: Registry, engines: () => readonly
     }),
     decisions: new Counter({
       name: 'switchyard_routing_decisions_total',
-      help: 'Routing decisions by policy and chosen engine',
-      labelNames: ['policy', 'engine'],
+      help: 'Routing decisions by policy, chosen engine and the reason the policy gave',
+      labelNames: ['policy', 'engine', 'reason'],
+      registers: [registry],
+    }),
+    prefixBlocks: new Counter({
+      name: 'switchyard_prefix_blocks_total',
+      help: 'Prompt blocks of served requests (kind=prompt) and how many of them the chosen engine held (kind=matched)',
+      labelNames: ['model', 'kind'],
       registers: [registry],
     }),
   };

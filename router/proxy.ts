@@ -5,9 +5,12 @@ import type { Dispatcher } from 'undici';
 import type { Config } from '../core/config.js';
 import { ApiError } from '../core/errors.js';
 import type { EngineRegistry } from './engines/registry.js';
+import type { PromptRequest } from '../kvcache/request-blocks.js';
 import type { GatewayMetrics } from './metrics.js';
+import type { PrefixTracker } from './prefix.js';
 import type { RoutingPipeline } from './routing/pipeline.js';
 import type { RequestFeatures } from './routing/types.js';
+import type { SessionAffinity } from './sessions.js';
 import { tracer } from './tracing.js';
 
 export type Endpoint = RequestFeatures['endpoint'];
@@ -19,6 +22,9 @@ export interface ProxyDeps {
   readonly metrics: GatewayMetrics;
   /** Model name -> compute pools it may run in, from the models section of the config. */
   readonly pools: ReadonlyMap<string, readonly string[]>;
+  /** Absent when kvcache.enabled is false. */
+  readonly prefix: PrefixTracker | undefined;
+  readonly sessions: SessionAffinity;
 }
 
 const upstreamPath: Record<Endpoint, string> = {
@@ -51,7 +57,7 @@ export async function proxyInference(
   deps: ProxyDeps,
 ): Promise<void> {
   const { config, registry, pipeline, metrics } = deps;
-  const body = request.body as { model: string; stream?: boolean | null };
+  const body = request.body as { model: string; stream?: boolean | null; user?: unknown };
   const raw = request.rawBody ?? Buffer.from(JSON.stringify(body));
   const model = body.model;
   const stream = endpoint !== 'embeddings' && body.stream === true;
@@ -84,7 +90,16 @@ export async function proxyInference(
   reply.header('x-request-id', String(request.id));
 
   const tried = new Set<string>();
-  const features: RequestFeatures = { model, endpoint, pools: deps.pools.get(model), exclude: tried };
+  const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model);
+  const sessionKey = deps.sessions.keyOf(request.headers, body);
+  const features: RequestFeatures = {
+    model,
+    endpoint,
+    pools: deps.pools.get(model),
+    exclude: tried,
+    prefix: prompt === undefined ? undefined : { totalBlocks: prompt.hashes.length, matches: prompt.matches },
+    sessionEngine: deps.sessions.engineOf(sessionKey),
+  };
   let engineId = 'none';
   let lastFailure: UpstreamFailure | undefined;
   let released = false;
@@ -110,12 +125,24 @@ export async function proxyInference(
       tried.add(engineId);
       released = false;
       registry.acquire(engineId);
-      metrics.decisions.inc({ policy: decision.policy, engine: engineId });
-      span.setAttributes({ 'switchyard.policy': decision.policy, 'switchyard.candidates': decision.candidates });
+      metrics.decisions.inc({ policy: decision.policy, engine: engineId, reason: decision.reason ?? 'none' });
+      span.setAttributes({ 'switchyard.policy': decision.policy, 'switchyard.candidates': decision.candidates, 'switchyard.reason': decision.reason ?? 'none' });
+      if (prompt !== undefined) {
+        // Recorded at decision time, as the engine starts prefilling: a burst sharing this prefix follows at once.
+        deps.prefix!.recordServed(engineId, prompt.hashes);
+        const matched = prompt.matches.get(engineId) ?? 0;
+        reply.header('x-switchyard-prefix-blocks', `${matched}/${prompt.hashes.length}`);
+        span.setAttributes({ 'switchyard.prefix_matched_blocks': matched, 'switchyard.prefix_blocks': prompt.hashes.length });
+      }
 
       const outcome = await attemptOnce(registry.client(engineId).pool, upstreamPath[endpoint], headers, raw, stream, abort.signal, config);
       if (outcome.kind === 'ok') {
         registry.reportSuccess(engineId);
+        deps.sessions.served(sessionKey, engineId);
+        if (prompt !== undefined) {
+          metrics.prefixBlocks.inc({ model, kind: 'prompt' }, prompt.hashes.length);
+          metrics.prefixBlocks.inc({ model, kind: 'matched' }, prompt.matches.get(engineId) ?? 0);
+        }
         metrics.ttft.observe({ model }, (performance.now() - arrivedAt) / 1000);
         status = outcome.response.statusCode;
         reply.code(status).header('x-switchyard-pod', engineId);

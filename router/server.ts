@@ -9,9 +9,11 @@ import { bearerKey, type Principal, type PrincipalResolver } from './auth.js';
 import { servedModels } from './engines/models.js';
 import { EngineRegistry } from './engines/registry.js';
 import { createGatewayMetrics } from './metrics.js';
+import { PrefixTracker } from './prefix.js';
 import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
 import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
+import { SessionAffinity } from './sessions.js';
 
 export interface GatewayOptions {
   readonly config: Config;
@@ -31,7 +33,7 @@ export interface Gateway {
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 
-export function createGateway(opts: GatewayOptions): Gateway {
+export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const { config, resolver } = opts;
   const app = Fastify({
     logger: { level: config.log.level, redact: ['req.headers.authorization'] },
@@ -57,7 +59,11 @@ export function createGateway(opts: GatewayOptions): Gateway {
     onHealthChange: (id, healthy) => app.log.info({ engine: id, healthy }, healthy ? 'engine healthy' : 'engine unhealthy'),
   });
   const metrics = createGatewayMetrics(metricsRegistry, () => registry.snapshot());
+  const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
+  prefix?.setEngines(opts.engines ?? config.engines);
   const deps: ProxyDeps = {
+    prefix,
+    sessions: new SessionAffinity(config.session),
     config,
     registry,
     pipeline: routingPipeline(config),
@@ -133,6 +139,7 @@ export function createGateway(opts: GatewayOptions): Gateway {
     async close() {
       await app.close();
       await registry.stop();
+      await prefix?.close();
     },
   };
 }

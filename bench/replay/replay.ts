@@ -1,12 +1,13 @@
 import { performance } from 'node:perf_hooks';
 import { createRng } from '../../engine-sim/hash.js';
 import { DEFAULT_TIMING, type TimingParams } from '../../engine-sim/timing-model.js';
+import { blockNamespace, DEFAULT_BLOCK_SIZE as INDEX_BLOCK_TOKENS } from '../../kvcache/block-hash.js';
 import type { PrefixIndex } from '../../kvcache/types.js';
 import { createPipeline, type PolicyName } from '../../router/routing/pipeline.js';
 import type { ReplayReport } from './report.js';
-import { perfectPartitionHitRatio, simulate, type ReplayRequest } from './simulate.js';
+import { type LoadSignal, perfectPartitionHitRatio, REPLAY_MODEL, simulate, type ReplayRequest } from './simulate.js';
 import { summarize, ttftCdf } from './summary.js';
-import { PromptHasher } from './tokens.js';
+import { PromptHasher, routerBlockHashes } from './tokens.js';
 import type { TraceRequest } from './trace.js';
 
 export interface ReplayOptions {
@@ -18,6 +19,8 @@ export interface ReplayOptions {
   /** Arrivals come this many times faster than in the trace. */
   readonly rateScale: number;
   readonly timing?: Partial<TimingParams>;
+  /** Default `pending`: see simulate.ts. */
+  readonly loadSignal?: LoadSignal;
   /** A fresh, empty index per policy: every policy starts from cold caches. */
   readonly createIndex: () => PrefixIndex;
   /** Seeds the policies' tie-breaking, so a replay is reproducible. */
@@ -33,6 +36,7 @@ export function toReplayRequests(
 ): { requests: ReplayRequest[]; skipped: number } {
   if (!(rateScale > 0 && Number.isFinite(rateScale))) throw new RangeError(`rate scale must be a positive number, got ${rateScale}`);
   const hasher = new PromptHasher(timing.blockSize);
+  const indexBlocks = { blockSize: INDEX_BLOCK_TOKENS, namespace: blockNamespace(REPLAY_MODEL) };
   const maxTokens = Math.floor(timing.kvCapacityTokens / timing.blockSize) * timing.blockSize;
   const requests: ReplayRequest[] = [];
   let skipped = 0;
@@ -47,6 +51,7 @@ export function toReplayRequests(
       promptTokens: r.inputLength,
       outputTokens: r.outputLength,
       hashes: hasher.hashes(r),
+      indexHashes: routerBlockHashes(r, indexBlocks),
     });
   });
   return { requests, skipped };
@@ -67,7 +72,9 @@ export async function runReplay(opts: ReplayOptions): Promise<ReplayReport & { s
       engines: opts.engines,
       pipeline,
       index,
+      indexBlockTokens: INDEX_BLOCK_TOKENS,
       timing,
+      loadSignal: opts.loadSignal,
       onProgress: opts.onProgress === undefined ? undefined : (done, total) => opts.onProgress!(policy, done, total),
     });
     const wallMs = performance.now() - started;

@@ -1,6 +1,6 @@
 import type { EngineLoad, EngineSnapshot, EngineSpec } from '../../core/engine.js';
 import { TimingModel, type StepResult, type TimingCounters, type TimingParams } from '../../engine-sim/timing-model.js';
-import type { PrefixIndex } from '../../kvcache/types.js';
+import type { BlockHash, PrefixIndex } from '../../kvcache/types.js';
 import type { RoutingPipeline } from '../../router/routing/pipeline.js';
 import type { RequestFeatures } from '../../router/routing/types.js';
 
@@ -18,8 +18,10 @@ import type { RequestFeatures } from '../../router/routing/types.js';
  * At equal times arrivals go first, so requests arriving together are batched together.
  *
  * What the pipeline sees of an engine is what the live router sees: `inFlight` is exact (requests routed there
- * and not finished), while running/waiting/KV usage come from a scrape every `scrapeIntervalMs` (the gateway's
- * default interval), so policies that rely on scraped load pay for its staleness here as they do live.
+ * and not finished), and so is `pendingPrefillTokens` (per request routed there and without a first token yet,
+ * its prompt tokens less what the index expected cached, as the gateway estimates it), while running/waiting/KV
+ * usage come from a scrape every `scrapeIntervalMs` (the gateway's default interval), so policies that rely on
+ * scraped load pay for its staleness here as they do live.
  */
 
 export interface ReplayRequest {
@@ -27,9 +29,17 @@ export interface ReplayRequest {
   readonly arrivalMs: number;
   readonly promptTokens: number;
   readonly outputTokens: number;
-  /** Engine block hashes of the prompt (tokens.ts); the engine caches them and the index is fed with them. */
+  /** Engine block hashes of the prompt (tokens.ts): what the engine's cache holds and serves. */
   readonly hashes: readonly number[];
+  /** The router's block hashes of the prompt: what the index is queried and fed with. */
+  readonly indexHashes: readonly BlockHash[];
 }
+
+/**
+ * What the gateway reports of engine load besides scrapes: `pending` is in-flight requests and pending prefill
+ * tokens (EngineSnapshot.pendingPrefillTokens), `in-flight` the request counts alone.
+ */
+export type LoadSignal = 'pending' | 'in-flight';
 
 export interface SimulationOptions {
   /** In arrival order. */
@@ -38,8 +48,12 @@ export interface SimulationOptions {
   readonly pipeline: RoutingPipeline;
   /** Starts empty; the simulation sets each engine's capacity. */
   readonly index: PrefixIndex;
+  /** Tokens per block of indexHashes, to tell the index how many blocks an engine's KV holds. */
+  readonly indexBlockTokens: number;
   readonly timing?: Partial<TimingParams>;
   readonly model?: string;
+  /** Default `pending`. */
+  readonly loadSignal?: LoadSignal;
   /** Default 1,000 ms, the gateway's default scrape interval. */
   readonly scrapeIntervalMs?: number;
   /** How often each engine's load is sampled for the load-over-time plot. Default: 1/400 of the arrival span. */
@@ -79,6 +93,9 @@ export interface SimulationResult {
   readonly reasons: Readonly<Record<string, number>>;
 }
 
+/** The one model the simulated fleet serves. */
+export const REPLAY_MODEL = 'trace-model';
+
 const DEFAULT_SCRAPE_INTERVAL_MS = 1000;
 const SAMPLES = 400;
 
@@ -86,7 +103,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
   const { requests, pipeline, index } = opts;
   const n = opts.engines;
   if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`engines must be a positive integer, got ${n}`);
-  const model = opts.model ?? 'trace-model';
+  const model = opts.model ?? REPLAY_MODEL;
   const scrapeIntervalMs = opts.scrapeIntervalMs ?? DEFAULT_SCRAPE_INTERVAL_MS;
   const first = requests.length === 0 ? 0 : requests[0].arrivalMs;
   const span = requests.length === 0 ? 0 : requests[requests.length - 1].arrivalMs - first;
@@ -100,10 +117,13 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     models: [model],
     labels: {},
   }));
-  const capacityBlocks = Math.floor(models[0].params.kvCapacityTokens / models[0].params.blockSize);
+  const capacityBlocks = Math.floor(models[0].params.kvCapacityTokens / opts.indexBlockTokens);
   for (const spec of specs) index.setCapacity(spec.id, capacityBlocks);
 
+  const trackPending = (opts.loadSignal ?? 'pending') === 'pending';
   const inFlight = new Array<number>(n).fill(0);
+  const pending = new Array<number>(n).fill(0);
+  const pendingOf = new Float64Array(requests.length);
   const inFlightArea = new Array<number>(n).fill(0);
   const lastChange = new Array<number>(n).fill(first);
   const scraped: (EngineLoad | undefined)[] = new Array(n).fill(undefined);
@@ -139,24 +159,32 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
       }
       nextScrapeMs = (Math.floor(at / scrapeIntervalMs) + 1) * scrapeIntervalMs;
     }
-    return specs.map((spec, e) => ({ spec, healthy: true, inFlight: inFlight[e], load: scraped[e] }));
+    return specs.map((spec, e) =>
+      trackPending
+        ? { spec, healthy: true, inFlight: inFlight[e], load: scraped[e], pendingPrefillTokens: pending[e] }
+        : { spec, healthy: true, inFlight: inFlight[e], load: scraped[e] },
+    );
   };
 
   const route = async (i: number, at: number) => {
     const request = requests[i];
-    const blockHashes = request.hashes.map((h) => BigInt(h));
-    const matches = await index.match(blockHashes);
+    const blocks = request.indexHashes;
+    const matches = await index.match(blocks);
     const features: RequestFeatures = {
       model,
       endpoint: 'completions',
       pools: undefined,
       exclude: new Set(),
-      prefix: { totalBlocks: blockHashes.length, matches },
+      prefix: { totalBlocks: blocks.length, matches },
+      promptTokens: request.promptTokens,
     };
     const decision = pipeline.route(features, snapshots(at));
     if (decision === undefined) throw new Error('the pipeline found no engine: every simulated engine is healthy and serves the model');
     const e = specs.indexOf(decision.engine.spec);
-    index.recordStored(decision.engine.spec.id, blockHashes);
+    index.recordStored(decision.engine.spec.id, blocks);
+    const held = Math.min(blocks.length, matches.get(decision.engine.spec.id) ?? 0);
+    pendingOf[i] = blocks.length === 0 ? request.promptTokens : Math.round(request.promptTokens * (1 - held / blocks.length));
+    pending[e] += pendingOf[i];
     const reason = decision.reason ?? 'none';
     reasons[reason] = (reasons[reason] ?? 0) + 1;
     reasonOf[i] = decision.reason;
@@ -176,6 +204,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
         if (event.type === 'first_token') {
           firstToken[i] = event.atMs;
           cached[i] = event.cachedTokens;
+          pending[e] -= pendingOf[i];
         } else if (event.type === 'finished') {
           finish[i] = event.atMs;
           byId.delete(event.id);

@@ -2,10 +2,17 @@ import type { EngineSnapshot } from '../../core/engine.js';
 import { createFilter, createPicker, createScorer, type FilterName, type PluginContext } from './plugins.js';
 import type { RequestFeatures, RoutingDecision, WeightedScorer } from './types.js';
 
-export type PolicyName = 'random' | 'round-robin' | 'least-request' | 'least-kv-cache';
+export type PolicyName =
+  | 'random'
+  | 'round-robin'
+  | 'least-request'
+  | 'least-kv-cache'
+  | 'prefix-cache'
+  | 'aibrix-prefix-cache'
+  | 'sglang-cache-aware';
 
 export interface RoutingConfig {
-  /** A preset of scorers and picker; default least-request. */
+  /** A preset of scorers and picker; default prefix-cache. */
   policy?: PolicyName;
   /** Filters run after the default ones (healthy, model, pool, exclude), which always run. */
   filters?: string[];
@@ -32,13 +39,30 @@ const PRESETS: Readonly<Record<PolicyName, Preset>> = {
   'round-robin': { scorers: [], picker: 'round-robin' },
   'least-request': { scorers: [{ name: 'least-request', weight: 1 }], picker: 'max-score' },
   'least-kv-cache': { scorers: [{ name: 'least-kv-cache', weight: 1 }], picker: 'max-score' },
+  // The prefix-cache scorer carries the load (router/routing/plugins/prefix-cache.ts): its cost is queued work plus
+  // the share of the prompt an engine lacks. A session's engine weighs half as much: with no prefix known it is
+  // kept while it has less than LOCALITY / 2 prompts more queued than the idlest candidate, and an engine the
+  // index shows holding the prompt wins over it. least-request only separates near-ties of cost (within ~1/40 of
+  // LOCALITY): among engines with as much prefill queued, fewer requests decoding means shorter steps.
+  'prefix-cache': {
+    scorers: [
+      { name: 'session', weight: 2 },
+      { name: 'prefix-cache', weight: 4 },
+      { name: 'least-request', weight: 0.1 },
+    ],
+    picker: 'max-score',
+  },
+  // Peers' policies, emulated for comparison in the replayer; see their pickers' files.
+  'aibrix-prefix-cache': { scorers: [], picker: 'aibrix-prefix-cache' },
+  'sglang-cache-aware': { scorers: [], picker: 'sglang-cache-aware' },
 };
 
 /** Known policy names, for the config schema. */
 export const POLICY_NAMES = Object.keys(PRESETS) as readonly PolicyName[];
 
-// least-request needs nothing scraped and reacts to bursts at once: the safest default for any fleet.
-const DEFAULT_POLICY: PolicyName = 'least-request';
+// Without prefix or session features (the gateway did not compute them) prefix-cache is least-request: nothing
+// scraped needed, reacts to bursts at once. With them it keeps each prompt's KV cache in use.
+const DEFAULT_POLICY: PolicyName = 'prefix-cache';
 
 /** Filters no configuration can remove: routing to a dead engine or one without the model is never right. */
 const DEFAULT_FILTERS: readonly FilterName[] = ['healthy', 'model', 'pool', 'exclude'];
@@ -94,7 +118,12 @@ export function createPipeline(cfg: RoutingConfig, opts: { rng?: () => number } 
       const engine = picker.pick(request, candidates, scores);
       const index = candidates.indexOf(engine);
       if (index === -1) throw new Error(`routing picker "${picker.name}" returned an engine that is not a candidate`);
-      return { engine, policy: name, candidates: candidates.length, score: scores[index] };
+      let reason = picker.explain?.(request, candidates, engine);
+      for (let i = 0; reason === undefined && i < scorers.length; i++) {
+        if (scorers[i].weight > 0) reason = scorers[i].scorer.explain?.(request, candidates, engine);
+      }
+      const decision: RoutingDecision = { engine, policy: name, candidates: candidates.length, score: scores[index] };
+      return reason === undefined ? decision : { ...decision, reason };
     },
   };
 }

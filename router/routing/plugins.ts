@@ -1,3 +1,4 @@
+import { aibrixPrefixCachePicker } from './plugins/aibrix-prefix-cache.js';
 import { excludeFilter } from './plugins/exclude.js';
 import { healthyFilter } from './plugins/healthy.js';
 import { leastKvCacheScorer } from './plugins/least-kv-cache.js';
@@ -5,8 +6,11 @@ import { leastRequestScorer } from './plugins/least-request.js';
 import { maxScorePicker } from './plugins/max-score.js';
 import { modelFilter } from './plugins/model.js';
 import { poolFilter } from './plugins/pool.js';
+import { prefixCacheScorer } from './plugins/prefix-cache.js';
 import { randomPicker } from './plugins/random.js';
 import { roundRobinPicker } from './plugins/round-robin.js';
+import { sessionScorer } from './plugins/session.js';
+import { sglangCacheAwarePicker } from './plugins/sglang-cache-aware.js';
 import type { Filter, Picker, Scorer } from './types.js';
 
 /** What a plugin factory may use. Randomness is injected so tests and the replayer are deterministic. */
@@ -25,12 +29,17 @@ const FILTERS = {
 const SCORERS = {
   'least-request': () => leastRequestScorer,
   'least-kv-cache': () => leastKvCacheScorer,
+  'prefix-cache': () => prefixCacheScorer,
+  session: () => sessionScorer,
 } satisfies Record<string, (ctx: PluginContext) => Scorer>;
 
 const PICKERS = {
   'max-score': (ctx: PluginContext) => maxScorePicker(ctx.rng),
   random: (ctx: PluginContext) => randomPicker(ctx.rng),
   'round-robin': () => roundRobinPicker(),
+  // Whole policies of peers, emulated for comparison: they ignore the scores and decide from the features.
+  'aibrix-prefix-cache': (ctx: PluginContext) => aibrixPrefixCachePicker(ctx.rng),
+  'sglang-cache-aware': (ctx: PluginContext) => sglangCacheAwarePicker(ctx.rng),
 } satisfies Record<string, (ctx: PluginContext) => Picker>;
 
 export type FilterName = keyof typeof FILTERS;

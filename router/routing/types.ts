@@ -8,6 +8,28 @@ export interface RequestFeatures {
   readonly pools: readonly string[] | undefined;
   /** Engines already tried for this request (retries go elsewhere). */
   readonly exclude: ReadonlySet<string>;
+  /** The prompt's indexed blocks and how many leading ones each engine holds; absent when not computed. */
+  readonly prefix?: { readonly totalBlocks: number; readonly matches: ReadonlyMap<string, number> };
+  /** The engine that last served this request's session, when the request carries a session key. */
+  readonly sessionEngine?: string;
+  /**
+   * The prompt's length in tokens as the gateway counted it (kvcache's PromptBlocks.promptTokens, or the TPM
+   * estimate); with engines' pendingPrefillTokens it lets a prefix match be weighed against queued work in tokens.
+   */
+  readonly promptTokens?: number;
+}
+
+declare module '../../core/engine.js' {
+  // Belongs in core/engine.ts's EngineSnapshot, where it is to move (an identical declaration there merges with this
+  // one, so both may exist meanwhile).
+  interface EngineSnapshot {
+    /**
+     * Prompt tokens the gateway sent to the engine that it has not answered the first token of yet, less the part
+     * the prefix index expected cached: the prefill queued on the engine. Undefined when the gateway does not
+     * track it; routing then counts in-flight requests instead.
+     */
+    readonly pendingPrefillTokens?: number;
+  }
 }
 
 /** Narrows the candidate set. Must return a subset of its input, in the same order. */
@@ -20,12 +42,19 @@ export interface Filter {
 export interface Scorer {
   readonly name: string;
   score(request: RequestFeatures, engines: readonly EngineSnapshot[]): number[];
+  /** See Picker.explain. */
+  explain?(request: RequestFeatures, engines: readonly EngineSnapshot[], chosen: EngineSnapshot): string | undefined;
 }
 
 /** Chooses one engine from the scored candidates. May keep state (a round-robin cursor), never I/O. */
 export interface Picker {
   readonly name: string;
   pick(request: RequestFeatures, engines: readonly EngineSnapshot[], scores: readonly number[]): EngineSnapshot;
+  /**
+   * Why `chosen` was chosen, as this plugin sees it: a short fixed label (`prefix-hit`, `miss-least-loaded`, ...)
+   * for the "routing decisions by reason" metric, or undefined when the plugin had no say in the choice.
+   */
+  explain?(request: RequestFeatures, engines: readonly EngineSnapshot[], chosen: EngineSnapshot): string | undefined;
 }
 
 export interface WeightedScorer {
@@ -39,4 +68,6 @@ export interface RoutingDecision {
   readonly policy: string;
   readonly candidates: number;
   readonly score: number;
+  /** Why this engine: the picker's explanation, else the first scorer's (in configuration order) that has one. */
+  readonly reason?: string;
 }

@@ -29,7 +29,7 @@ export async function startCluster(opts: {
   const sims: RunningSim[] = [];
   for (let i = 0; i < (opts.engines ?? 2); i++) sims.push(await startSim({ model: testModel, port: 0, timeScale: 50, seed: i, ...opts.sim }));
   const engines: EngineSpec[] = sims.map((s, i) => ({ id: `sim-${i}`, url: s.url, kind: 'vllm', models: [s.model], labels: { pool: 'default' } }));
-  const gateway = startGateway(engines, opts.config);
+  const gateway = await startGateway(engines, opts.config);
   const url = await gateway.listen();
   return {
     url,
@@ -43,7 +43,7 @@ export async function startCluster(opts: {
 }
 
 /** A gateway on an ephemeral port in front of the given engines; fast health checks for tests. */
-export function startGateway(engines: EngineSpec[], overrides: Record<string, unknown> = {}): Gateway {
+export async function startGateway(engines: EngineSpec[], overrides: Record<string, unknown> = {}): Promise<Gateway> {
   const config: Config = loadConfig({
     env: {},
     base: mergeConfig(
@@ -58,7 +58,7 @@ export function startGateway(engines: EngineSpec[], overrides: Record<string, un
       overrides,
     ),
   });
-  return createGateway({ config, resolver: configKeyResolver(config.auth.keys, { TEST_KEY: testKey }) });
+  return await createGateway({ config, resolver: configKeyResolver(config.auth.keys, { TEST_KEY: testKey }) });
 }
 
 function mergeConfig(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {

@@ -78,7 +78,7 @@ describe('failures before the first byte are retried on another engine', () => {
   it('routes around an engine that is down, and ejects it', async () => {
     const dead = await spawnSim([]);
     const alive = await spawnSim([]);
-    const gateway = startGateway(
+    const gateway = await startGateway(
       [
         { id: 'dead', url: dead.url, kind: 'vllm', models: [testModel], labels: {} },
         { id: 'alive', url: alive.url, kind: 'vllm', models: [testModel], labels: {} },
@@ -109,7 +109,7 @@ describe('failures before the first byte are retried on another engine', () => {
 
   it('answers 503 when every engine of the model is unhealthy', async () => {
     const dead = await spawnSim([]);
-    const gateway = startGateway([{ id: 'dead', url: dead.url, kind: 'vllm', models: [testModel], labels: {} }], {
+    const gateway = await startGateway([{ id: 'dead', url: dead.url, kind: 'vllm', models: [testModel], labels: {} }], {
       health: { intervalMs: 100 },
     });
     const url = await gateway.listen();
@@ -126,7 +126,7 @@ describe('failures before the first byte are retried on another engine', () => {
 describe('failures after the first byte end the stream cleanly', () => {
   it('sends an error event when the engine process dies mid-stream', async () => {
     const sim: SimProcess = await spawnSim(['--time-scale', '50', '--die-mid-stream-after', '3', '--die-mode', 'exit']);
-    const gateway: Gateway = startGateway([{ id: 'fragile', url: sim.url, kind: 'vllm', models: [testModel], labels: {} }]);
+    const gateway: Gateway = await startGateway([{ id: 'fragile', url: sim.url, kind: 'vllm', models: [testModel], labels: {} }]);
     const url = await gateway.listen();
     cleanups.push(() => gateway.close(), () => sim.kill());
     const client = new OpenAI({ apiKey: testKey, baseURL: `${url}/v1`, maxRetries: 0 });

@@ -12,7 +12,7 @@ afterAll(async () => {
 });
 
 async function gatewayFor(engines: Parameters<typeof startGateway>[0], config: Record<string, unknown> = {}): Promise<{ gateway: Gateway; url: string }> {
-  const gateway = startGateway(engines, config);
+  const gateway = await startGateway(engines, config);
   const url = await gateway.listen();
   cleanups.push(() => gateway.close());
   return { gateway, url };

@@ -5,10 +5,18 @@ import { engine, request, sequence } from './fixtures.js';
 
 describe('routing pipeline', () => {
   it('exports the known names for the config schema', () => {
-    expect([...POLICY_NAMES].sort()).toEqual(['least-kv-cache', 'least-request', 'random', 'round-robin']);
+    expect([...POLICY_NAMES].sort()).toEqual([
+      'aibrix-prefix-cache',
+      'least-kv-cache',
+      'least-request',
+      'prefix-cache',
+      'random',
+      'round-robin',
+      'sglang-cache-aware',
+    ]);
     expect([...FILTER_NAMES].sort()).toEqual(['exclude', 'healthy', 'model', 'pool']);
-    expect([...SCORER_NAMES].sort()).toEqual(['least-kv-cache', 'least-request']);
-    expect([...PICKER_NAMES].sort()).toEqual(['max-score', 'random', 'round-robin']);
+    expect([...SCORER_NAMES].sort()).toEqual(['least-kv-cache', 'least-request', 'prefix-cache', 'session']);
+    expect([...PICKER_NAMES].sort()).toEqual(['aibrix-prefix-cache', 'max-score', 'random', 'round-robin', 'sglang-cache-aware']);
   });
 
   it('least-request sends the request to the engine with the fewest in flight', () => {
@@ -47,9 +55,9 @@ describe('routing pipeline', () => {
     expect(picks).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
   });
 
-  it('defaults to least-request', () => {
+  it('defaults to prefix-cache, which without prefix or session features is least-request', () => {
     const pipeline = createPipeline({});
-    expect(pipeline.name).toBe('least-request');
+    expect(pipeline.name).toBe('prefix-cache');
     expect(pipeline.route(request(), [engine('a', { inFlight: 2 }), engine('b')])?.engine.spec.id).toBe('b');
   });
 

@@ -1,0 +1,110 @@
+import type { FastifyBaseLogger } from 'fastify';
+import { Counter, type Registry } from 'prom-client';
+import { kvBlockSize, type Config } from '../core/config.js';
+import type { EngineSpec } from '../core/engine.js';
+import { blockNamespace } from '../kvcache/block-hash.js';
+import { createKvEventMetrics } from '../kvcache/events/metrics.js';
+import { subscribeKvEvents, type KvEventSubscription } from '../kvcache/events/subscriber.js';
+import { createPrefixIndex } from '../kvcache/index/create.js';
+import { requestBlockHashes, type PromptRequest } from '../kvcache/request-blocks.js';
+import { createTokenizer, type Tokenizer } from '../kvcache/tokenizers/tokenizer.js';
+import type { BlockHash, PrefixIndex, PrefixMatches } from '../kvcache/types.js';
+
+export interface PromptPrefix {
+  readonly hashes: readonly BlockHash[];
+  readonly matches: PrefixMatches;
+}
+
+const noMatches: PrefixMatches = new Map();
+
+/**
+ * The gateway's side of the KV-cache index: a prompt's blocks and who holds them before routing, the chosen
+ * engine recorded after. Index failures never fail a request: routing goes on without prefix information.
+ */
+export class PrefixTracker {
+  readonly #index: PrefixIndex;
+  readonly #tokenizer: Tokenizer;
+  readonly #config: Config['kvcache'];
+  readonly #blockSize: number;
+  readonly #log: FastifyBaseLogger;
+  readonly #lookupErrors: Counter;
+  readonly #subscriptions = new Map<string, KvEventSubscription>();
+  readonly #eventMetrics;
+
+  private constructor(config: Config, tokenizer: Tokenizer, registry: Registry, log: FastifyBaseLogger) {
+    this.#config = config.kvcache;
+    this.#blockSize = kvBlockSize(config.kvcache);
+    this.#tokenizer = tokenizer;
+    this.#log = log;
+    this.#index = createPrefixIndex({
+      redisUrl: config.redis.url,
+      maxEntries: config.kvcache.maxEntries,
+      keyPrefix: config.kvcache.redisKeyPrefix,
+      logger: log,
+    });
+    this.#lookupErrors = new Counter({
+      name: 'switchyard_prefix_lookup_errors_total',
+      help: 'Index lookups that failed; those requests were routed without prefix information',
+      registers: [registry],
+    });
+    this.#eventMetrics = createKvEventMetrics(registry);
+  }
+
+  static async create(config: Config, registry: Registry, log: FastifyBaseLogger): Promise<PrefixTracker> {
+    return new PrefixTracker(config, await createTokenizer(config.kvcache.tokenizer), registry, log);
+  }
+
+  /** The prompt's full blocks and, per engine, how many leading ones it holds. */
+  async lookup(body: PromptRequest, model: string): Promise<PromptPrefix> {
+    const { hashes } = await requestBlockHashes(body, {
+      tokenizer: this.#tokenizer,
+      blockSize: this.#blockSize,
+      namespace: blockNamespace(model),
+      hashing: this.#config.hashing,
+    });
+    if (hashes.length === 0) return { hashes, matches: noMatches };
+    try {
+      return { hashes, matches: await this.#index.match(hashes) };
+    } catch (err) {
+      this.#lookupErrors.inc();
+      this.#log.warn({ err }, 'prefix index lookup failed; routing without prefix information');
+      return { hashes, matches: noMatches };
+    }
+  }
+
+  /** The engine is about to hold the prompt's blocks: recorded now, so the next request sharing them follows. */
+  recordServed(engineId: string, hashes: readonly BlockHash[]): void {
+    if (hashes.length > 0) this.#index.recordStored(engineId, hashes);
+  }
+
+  /** Capacities and KV event subscriptions follow the fleet; a removed engine's blocks are forgotten. */
+  setEngines(engines: readonly EngineSpec[]): void {
+    const ids = new Set(engines.map((e) => e.id));
+    for (const [id, sub] of this.#subscriptions) {
+      if (ids.has(id)) continue;
+      void sub.close();
+      this.#subscriptions.delete(id);
+      this.#index.clearEngine(id);
+    }
+    for (const e of engines) {
+      if (e.kvCapacityTokens !== undefined) this.#index.setCapacity(e.id, Math.floor(e.kvCapacityTokens / this.#blockSize));
+      if (e.kvEventsEndpoint === undefined || this.#subscriptions.has(e.id)) continue;
+      this.#subscriptions.set(
+        e.id,
+        subscribeKvEvents({
+          endpoint: e.kvEventsEndpoint,
+          engineId: e.id,
+          index: this.#index,
+          metrics: this.#eventMetrics,
+          onError: (err) => this.#log.warn({ engine: e.id, err: err.message }, 'kv events'),
+        }),
+      );
+    }
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.#subscriptions.values()].map((s) => s.close()));
+    this.#subscriptions.clear();
+    await this.#index.close();
+  }
+}
