@@ -8,8 +8,10 @@ Commands:
          The gateway plus N simulated engines on loopback, embedded state. Prints the URL, models and API key.
   serve  --config switchyard.yaml
          The production gateway in front of the engines listed in the config.
-  sim    --port P --model NAME [timing, profile and fault flags; see 'switchyard sim --help']
+  sim    --port P --model NAME [timing, cache, LoRA and fault flags; see 'switchyard sim --help']
          One simulated vLLM-compatible engine.
+  replay --trace FILE --engines N --policy P1,P2,... [--rate-scale X] [--limit N] [--out DIR]
+         Replays a Mooncake-format trace through the routing policies and the engine timing model, offline.
 
 Run 'switchyard <command> --help' for a command's options.`;
 
@@ -19,6 +21,7 @@ const commands: Record<string, () => Promise<Command>> = {
   dev: async () => (await import('./dev.js')).runDevCommand,
   serve: async () => (await import('./serve.js')).runServeCommand,
   sim: async () => (await import('./sim.js')).runSimCommand,
+  replay: async () => (await import('./replay.js')).runReplayCommand,
 };
 
 async function main(): Promise<void> {

@@ -4,7 +4,7 @@ import { type GeneratorName, GENERATOR_NAMES, generateTrace } from '../bench/rep
 import { progressReporter } from '../bench/replay/progress.js';
 import { runReplay } from '../bench/replay/replay.js';
 import { formatTable, renderHtml } from '../bench/replay/report.js';
-import type { LoadSignal } from '../bench/replay/simulate.js';
+import type { IndexHashing, LoadSignal } from '../bench/replay/simulate.js';
 import { formatTrace, parseTrace } from '../bench/replay/trace.js';
 import { DEFAULT_TIMING } from '../engine-sim/timing-model.js';
 import { DEFAULT_BLOCK_SIZE as INDEX_BLOCK_TOKENS } from '../kvcache/block-hash.js';
@@ -32,6 +32,9 @@ virtual clock: no HTTP, faster than real time. Prints a table per policy and wri
   --limit N           replay only the first N requests
   --load-signal S     what the gateway reports of load: pending (in-flight requests and pending prefill
                       tokens, the default) or in-flight (request counts only)
+  --hashing H         how the router names blocks, as kvcache.hashing in the config: approximate (its own
+                      64-token hashes, fed by its decisions; the default) or vllm (the engines' hashes, also
+                      corrected by their KV events)
   --seed N            seeds the policies' tie-breaking and the generators (default 1)
   --out DIR           where to write (default .bench/replay-<timestamp>/)`;
 
@@ -48,6 +51,7 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
       'rate-scale': { type: 'string' },
       limit: { type: 'string' },
       'load-signal': { type: 'string' },
+      hashing: { type: 'string' },
       seed: { type: 'string' },
       out: { type: 'string' },
     },
@@ -65,12 +69,17 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
   const requestCount = numberFlag('replay', 'requests', flags.requests, 2000, (n) => Number.isInteger(n) && n >= 1);
   const loadSignal = flags['load-signal'] ?? 'pending';
   if (loadSignal !== 'pending' && loadSignal !== 'in-flight') fail(`--load-signal must be pending or in-flight, got "${loadSignal}"`);
+  const hashing = flags.hashing ?? 'approximate';
+  if (hashing !== 'approximate' && hashing !== 'vllm') fail(`--hashing must be approximate or vllm, got "${hashing}"`);
   const policies = (flags.policy?.split(',').map((p) => p.trim()).filter((p) => p !== '') ?? [...COMPARISON]) as PolicyName[];
   for (const p of policies) if (!POLICY_NAMES.includes(p)) fail(`unknown policy "${p}"; known policies: ${POLICY_NAMES.join(', ')}`);
   if (policies.length === 0) fail('--policy names no policy');
 
   const out = flags.out ?? join('.bench', `replay-${new Date().toISOString().replace(/[:.]/g, '-')}`);
-  mkdirSync(out, { recursive: true });
+  const stop = (message: string): never => {
+    console.error(`switchyard replay: ${message}`);
+    process.exit(1);
+  };
 
   let traceName: string;
   let text: string;
@@ -79,6 +88,7 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
     if (!GENERATOR_NAMES.includes(kind)) fail(`unknown generator "${flags.generate}"; known: ${GENERATOR_NAMES.join(', ')}`);
     text = formatTrace(generateTrace(kind, requestCount, seed));
     traceName = join(out, `trace-${kind}.jsonl`);
+    mkdirSync(out, { recursive: true });
     writeFileSync(traceName, text);
     console.error(`wrote ${traceName}`);
   } else {
@@ -86,19 +96,20 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
     try {
       text = readFileSync(traceName, 'utf8');
     } catch (err) {
-      return fail(`cannot read ${traceName}: ${(err as Error).message}`);
+      return stop(`cannot read ${traceName}: ${(err as Error).message}`);
     }
   }
   let trace;
   try {
     trace = parseTrace(text);
   } catch (err) {
-    return fail(`${traceName}: ${(err as Error).message}`);
+    return stop(`${traceName}: ${(err as Error).message}`);
   }
   if (limit < trace.length) trace = trace.slice(0, limit);
 
   // Every engine's KV capacity in index blocks: the index never needs more entries than that.
-  const maxEntries = engines * Math.ceil(DEFAULT_TIMING.kvCapacityTokens / INDEX_BLOCK_TOKENS);
+  const indexBlockTokens = hashing === 'vllm' ? DEFAULT_TIMING.blockSize : INDEX_BLOCK_TOKENS;
+  const maxEntries = engines * Math.ceil(DEFAULT_TIMING.kvCapacityTokens / indexBlockTokens);
   const progress = progressReporter();
   const report = await runReplay({
     trace,
@@ -107,16 +118,18 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
     policies,
     rateScale,
     loadSignal: loadSignal as LoadSignal,
+    hashing: hashing as IndexHashing,
     seed,
     createIndex: () => new LocalPrefixIndex({ maxEntries }),
     onProgress: (policy, done, total) => progress.update(policy, done, total),
   });
   progress.end();
 
+  mkdirSync(out, { recursive: true });
   const table = formatTable(report);
   console.log(table);
   if (report.skipped > 0) console.log(`${report.skipped} requests left out: prompt + output larger than one engine's KV cache`);
-  writeFileSync(join(out, 'report.json'), `${JSON.stringify({ ...report, loadSignal, seed }, null, 2)}\n`);
+  writeFileSync(join(out, 'report.json'), `${JSON.stringify({ ...report, seed }, null, 2)}\n`);
   writeFileSync(join(out, 'report.html'), renderHtml(report));
   writeFileSync(join(out, 'table.txt'), `${table}\n`);
   console.log(`report: ${join(out, 'report.html')} (and report.json, table.txt)`);

@@ -37,4 +37,10 @@ export interface EngineSnapshot {
   readonly inFlight: number;
   /** Undefined until the first successful scrape. */
   readonly load: EngineLoad | undefined;
+  /**
+   * Prompt tokens the gateway sent to the engine and has not seen the first token of yet, less what the prefix
+   * index expected cached: the prefill queued on the engine, known at once rather than at the next scrape.
+   * Undefined where it is not tracked (the replayer's in-flight-only mode); routing then counts requests.
+   */
+  readonly pendingPrefillTokens?: number | undefined;
 }

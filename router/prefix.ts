@@ -12,6 +12,8 @@ import type { BlockHash, PrefixIndex, PrefixMatches } from '../kvcache/types.js'
 
 export interface PromptPrefix {
   readonly hashes: readonly BlockHash[];
+  /** The canonical prompt's length in tokens, the incomplete tail block included. */
+  readonly promptTokens: number;
   readonly matches: PrefixMatches;
 }
 
@@ -56,19 +58,19 @@ export class PrefixTracker {
 
   /** The prompt's full blocks and, per engine, how many leading ones it holds. */
   async lookup(body: PromptRequest, model: string): Promise<PromptPrefix> {
-    const { hashes } = await requestBlockHashes(body, {
+    const { hashes, promptTokens } = await requestBlockHashes(body, {
       tokenizer: this.#tokenizer,
       blockSize: this.#blockSize,
       namespace: blockNamespace(model),
       hashing: this.#config.hashing,
     });
-    if (hashes.length === 0) return { hashes, matches: noMatches };
+    if (hashes.length === 0) return { hashes, promptTokens, matches: noMatches };
     try {
-      return { hashes, matches: await this.#index.match(hashes) };
+      return { hashes, promptTokens, matches: await this.#index.match(hashes) };
     } catch (err) {
       this.#lookupErrors.inc();
       this.#log.warn({ err }, 'prefix index lookup failed; routing without prefix information');
-      return { hashes, matches: noMatches };
+      return { hashes, promptTokens, matches: noMatches };
     }
   }
 

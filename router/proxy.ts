@@ -98,17 +98,27 @@ export async function proxyInference(
     pools: deps.pools.get(model),
     exclude: tried,
     prefix: prompt === undefined ? undefined : { totalBlocks: prompt.hashes.length, matches: prompt.matches },
+    promptTokens: prompt?.promptTokens,
     sessionEngine: deps.sessions.engineOf(sessionKey),
   };
   let engineId = 'none';
   let lastFailure: UpstreamFailure | undefined;
   let released = false;
+  // Prompt tokens the current attempt is expected to prefill; counted on the engine until its first byte.
+  let pendingPrefill = 0;
+  const prefillDone = () => {
+    if (pendingPrefill > 0) registry.prefillDone(engineId, pendingPrefill);
+    pendingPrefill = 0;
+  };
   let status = 0;
 
   const finish = (outcome: string) => {
     clearTimeout(deadline);
     reply.raw.off('close', onClientClose);
-    if (!released && engineId !== 'none') registry.release(engineId);
+    if (!released && engineId !== 'none') {
+      prefillDone();
+      registry.release(engineId);
+    }
     released = true;
     metrics.requests.inc({ model, engine: engineId, status: outcome });
     metrics.duration.observe({ model }, (performance.now() - arrivedAt) / 1000);
@@ -124,18 +134,21 @@ export async function proxyInference(
       engineId = decision.engine.spec.id;
       tried.add(engineId);
       released = false;
-      registry.acquire(engineId);
+      const matched = prompt?.matches.get(engineId) ?? 0;
+      const blocks = prompt?.hashes.length ?? 0;
+      pendingPrefill = prompt === undefined ? 0 : Math.round(prompt.promptTokens * (blocks === 0 ? 1 : 1 - matched / blocks));
+      registry.acquire(engineId, pendingPrefill);
       metrics.decisions.inc({ policy: decision.policy, engine: engineId, reason: decision.reason ?? 'none' });
       span.setAttributes({ 'switchyard.policy': decision.policy, 'switchyard.candidates': decision.candidates, 'switchyard.reason': decision.reason ?? 'none' });
       if (prompt !== undefined) {
         // Recorded at decision time, as the engine starts prefilling: a burst sharing this prefix follows at once.
         deps.prefix!.recordServed(engineId, prompt.hashes);
-        const matched = prompt.matches.get(engineId) ?? 0;
-        reply.header('x-switchyard-prefix-blocks', `${matched}/${prompt.hashes.length}`);
-        span.setAttributes({ 'switchyard.prefix_matched_blocks': matched, 'switchyard.prefix_blocks': prompt.hashes.length });
+        reply.header('x-switchyard-prefix-blocks', `${matched}/${blocks}`);
+        span.setAttributes({ 'switchyard.prefix_matched_blocks': matched, 'switchyard.prefix_blocks': blocks });
       }
 
       const outcome = await attemptOnce(registry.client(engineId).pool, upstreamPath[endpoint], headers, raw, stream, abort.signal, config);
+      prefillDone();
       if (outcome.kind === 'ok') {
         registry.reportSuccess(engineId);
         deps.sessions.served(sessionKey, engineId);

@@ -5,7 +5,7 @@ import { blockNamespace, DEFAULT_BLOCK_SIZE as INDEX_BLOCK_TOKENS } from '../../
 import type { PrefixIndex } from '../../kvcache/types.js';
 import { createPipeline, type PolicyName } from '../../router/routing/pipeline.js';
 import type { ReplayReport } from './report.js';
-import { type LoadSignal, perfectPartitionHitRatio, REPLAY_MODEL, simulate, type ReplayRequest } from './simulate.js';
+import { type IndexHashing, type LoadSignal, perfectPartitionHitRatio, REPLAY_MODEL, simulate, type ReplayRequest } from './simulate.js';
 import { summarize, ttftCdf } from './summary.js';
 import { PromptHasher, routerBlockHashes } from './tokens.js';
 import type { TraceRequest } from './trace.js';
@@ -21,6 +21,8 @@ export interface ReplayOptions {
   readonly timing?: Partial<TimingParams>;
   /** Default `pending`: see simulate.ts. */
   readonly loadSignal?: LoadSignal;
+  /** Default `approximate`: see simulate.ts. */
+  readonly hashing?: IndexHashing;
   /** A fresh, empty index per policy: every policy starts from cold caches. */
   readonly createIndex: () => PrefixIndex;
   /** Seeds the policies' tie-breaking, so a replay is reproducible. */
@@ -33,6 +35,7 @@ export function toReplayRequests(
   trace: readonly TraceRequest[],
   rateScale: number,
   timing: Readonly<TimingParams>,
+  hashing: IndexHashing = 'approximate',
 ): { requests: ReplayRequest[]; skipped: number } {
   if (!(rateScale > 0 && Number.isFinite(rateScale))) throw new RangeError(`rate scale must be a positive number, got ${rateScale}`);
   const hasher = new PromptHasher(timing.blockSize);
@@ -51,7 +54,7 @@ export function toReplayRequests(
       promptTokens: r.inputLength,
       outputTokens: r.outputLength,
       hashes: hasher.hashes(r),
-      indexHashes: routerBlockHashes(r, indexBlocks),
+      ...(hashing === 'approximate' ? { indexHashes: routerBlockHashes(r, indexBlocks) } : {}),
     });
   });
   return { requests, skipped };
@@ -60,7 +63,7 @@ export function toReplayRequests(
 /** Replays the trace once per policy, each on a cold fleet, and gathers the report. */
 export async function runReplay(opts: ReplayOptions): Promise<ReplayReport & { skipped: number }> {
   const timing: TimingParams = { ...DEFAULT_TIMING, ...opts.timing };
-  const { requests, skipped } = toReplayRequests(opts.trace, opts.rateScale, timing);
+  const { requests, skipped } = toReplayRequests(opts.trace, opts.rateScale, timing, opts.hashing);
   const referenceHitRatio = perfectPartitionHitRatio(requests, opts.engines, timing);
   const policies = [];
   for (const policy of opts.policies) {
@@ -75,6 +78,7 @@ export async function runReplay(opts: ReplayOptions): Promise<ReplayReport & { s
       indexBlockTokens: INDEX_BLOCK_TOKENS,
       timing,
       loadSignal: opts.loadSignal,
+      hashing: opts.hashing,
       onProgress: opts.onProgress === undefined ? undefined : (done, total) => opts.onProgress!(policy, done, total),
     });
     const wallMs = performance.now() - started;
@@ -93,6 +97,8 @@ export async function runReplay(opts: ReplayOptions): Promise<ReplayReport & { s
     trace: opts.traceName,
     engines: opts.engines,
     rateScale: opts.rateScale,
+    loadSignal: opts.loadSignal ?? 'pending',
+    hashing: opts.hashing ?? 'approximate',
     requests: requests.length,
     timing,
     referenceHitRatio,

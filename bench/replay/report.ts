@@ -1,4 +1,5 @@
 import type { TimingParams } from '../../engine-sim/timing-model.js';
+import type { IndexHashing, LoadSignal } from './simulate.js';
 import type { PolicySummary } from './summary.js';
 
 /** Everything a replay produced: written as report.json, rendered as the table and report.html. */
@@ -6,6 +7,8 @@ export interface ReplayReport {
   readonly trace: string;
   readonly engines: number;
   readonly rateScale: number;
+  readonly loadSignal: LoadSignal;
+  readonly hashing: IndexHashing;
   readonly requests: number;
   readonly timing: Readonly<TimingParams>;
   /** Hit ratio of one LRU cache with all engines' capacity together (perfect partitioning). */
@@ -49,7 +52,7 @@ export function formatTable(report: ReplayReport): string {
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
   const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
   return [
-    `${report.requests} requests from ${report.trace}, ${report.engines} engines, rate x${report.rateScale}`,
+    `${report.requests} requests from ${report.trace}, ${report.engines} engines, rate x${report.rateScale}, load signal ${report.loadSignal}, ${report.hashing} hashing`,
     line(header),
     line(widths.map((w) => '-'.repeat(w))),
     ...rows.map(line),
@@ -122,23 +125,28 @@ function ttftCdfChart(report: ReplayReport): string {
 function hitRatioChart(report: ReplayReport): string {
   const count = report.policies.length;
   const band = (W - M.left - M.right) / Math.max(1, count);
-  const y = (f: number) => H - M.bottom - f * (H - M.top - M.bottom);
+  // Hit ratios are often a few tens of percent: scale to the largest (and the reference) rather than to 100%.
+  let top = report.referenceHitRatio;
+  for (const p of report.policies) top = Math.max(top, p.summary.hitRatio);
+  const yMax = Math.min(1, Math.max(0.2, Math.ceil((top * 1.2) / 0.2) * 0.2));
+  const y = (f: number) => H - M.bottom - (f / yMax) * (H - M.top - M.bottom);
   const bars = report.policies
     .map((p, i) => {
       const x0 = M.left + i * band + band * 0.15;
-      const top = y(p.summary.hitRatio);
-      return `<rect x="${x0.toFixed(1)}" y="${top.toFixed(1)}" width="${(band * 0.7).toFixed(1)}" height="${(H - M.bottom - top).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>
-<text x="${(x0 + band * 0.35).toFixed(1)}" y="${(top - 3).toFixed(1)}" text-anchor="middle">${pct(p.summary.hitRatio)}</text>
+      const barTop = y(p.summary.hitRatio);
+      return `<rect x="${x0.toFixed(1)}" y="${barTop.toFixed(1)}" width="${(band * 0.7).toFixed(1)}" height="${(H - M.bottom - barTop).toFixed(1)}" fill="${COLORS[i % COLORS.length]}"/>
+<text x="${(x0 + band * 0.35).toFixed(1)}" y="${(barTop + 14).toFixed(1)}" text-anchor="middle" fill="#fff">${pct(p.summary.hitRatio)}</text>
 <text x="${(x0 + band * 0.35).toFixed(1)}" y="${H - M.bottom + 14}" text-anchor="middle">${esc(p.summary.policy)}</text>`;
     })
     .join('');
   const ref = y(report.referenceHitRatio).toFixed(1);
+  const steps = [0, 0.25, 0.5, 0.75, 1].map((f) => f * yMax);
   const body =
-    ticks([0, 0.25, 0.5, 0.75, 1], y, 'y', (f) => `${f * 100}%`) +
+    ticks(steps, y, 'y', (f) => `${Math.round(f * 100)}%`) +
     bars +
-    `<line x1="${M.left}" x2="${W - M.right}" y1="${ref}" y2="${ref}" stroke="#000" stroke-dasharray="6 4"/>` +
-    `<text x="${W - M.right - 4}" y="${Number(ref) - 4}" text-anchor="end">perfect partitioning ${pct(report.referenceHitRatio)}</text>`;
-  return frame('Token prefix-hit ratio per policy', body, 'policy', 'cached prompt tokens / prompt tokens', []);
+    `<line x1="${M.left}" x2="${W - M.right}" y1="${ref}" y2="${ref}" stroke="#000" stroke-dasharray="6 4"/>`;
+  const legend = [{ name: `dashed: perfect partitioning, ${pct(report.referenceHitRatio)}`, color: '#000' }];
+  return frame('Token prefix-hit ratio per policy', body, 'policy', 'cached prompt tokens / prompt tokens', legend);
 }
 
 function loadChart(report: ReplayReport, p: PolicyReport): string {

@@ -1,5 +1,5 @@
 import type { EngineLoad, EngineSnapshot, EngineSpec } from '../../core/engine.js';
-import { TimingModel, type StepResult, type TimingCounters, type TimingParams } from '../../engine-sim/timing-model.js';
+import { type CacheEvent, TimingModel, type StepResult, type TimingCounters, type TimingParams } from '../../engine-sim/timing-model.js';
 import type { BlockHash, PrefixIndex } from '../../kvcache/types.js';
 import type { RoutingPipeline } from '../../router/routing/pipeline.js';
 import type { RequestFeatures } from '../../router/routing/types.js';
@@ -31,9 +31,20 @@ export interface ReplayRequest {
   readonly outputTokens: number;
   /** Engine block hashes of the prompt (tokens.ts): what the engine's cache holds and serves. */
   readonly hashes: readonly number[];
-  /** The router's block hashes of the prompt: what the index is queried and fed with. */
-  readonly indexHashes: readonly BlockHash[];
+  /**
+   * The router's block hashes of the prompt, what the index is queried and fed with in approximate hashing.
+   * `vllm` hashing keys the index by the engine's own hashes instead, so it needs none.
+   */
+  readonly indexHashes?: readonly BlockHash[];
 }
+
+/**
+ * How the router names blocks, as the gateway's `kvcache.hashing`: `approximate`, its own hashes (indexHashes,
+ * kvcache's default 64-token blocks), known to the index only through its own routing decisions; or `vllm`,
+ * the engines' hashes (their 16-token blocks), recorded at routing as well and then corrected by each engine's KV
+ * events (BlockStored, BlockRemoved), applied at the end of the step that caused them, as vLLM publishes them.
+ */
+export type IndexHashing = 'approximate' | 'vllm';
 
 /**
  * What the gateway reports of engine load besides scrapes: `pending` is in-flight requests and pending prefill
@@ -48,7 +59,9 @@ export interface SimulationOptions {
   readonly pipeline: RoutingPipeline;
   /** Starts empty; the simulation sets each engine's capacity. */
   readonly index: PrefixIndex;
-  /** Tokens per block of indexHashes, to tell the index how many blocks an engine's KV holds. */
+  /** Default `approximate`. */
+  readonly hashing?: IndexHashing;
+  /** Tokens per block of indexHashes (approximate hashing), to tell the index how many an engine's KV holds. */
   readonly indexBlockTokens: number;
   readonly timing?: Partial<TimingParams>;
   readonly model?: string;
@@ -109,7 +122,8 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
   const span = requests.length === 0 ? 0 : requests[requests.length - 1].arrivalMs - first;
   const sampleIntervalMs = opts.sampleIntervalMs ?? Math.max(1, span / SAMPLES);
 
-  const models = Array.from({ length: n }, () => new TimingModel(opts.timing));
+  const precise = opts.hashing === 'vllm';
+  const models = Array.from({ length: n }, () => new TimingModel(opts.timing, { recordCacheEvents: precise }));
   const specs: EngineSpec[] = models.map((_, i) => ({
     id: `engine-${i}`,
     url: `sim://engine-${i}`,
@@ -117,7 +131,8 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     models: [model],
     labels: {},
   }));
-  const capacityBlocks = Math.floor(models[0].params.kvCapacityTokens / opts.indexBlockTokens);
+  const { kvCapacityTokens, blockSize } = models[0].params;
+  const capacityBlocks = Math.floor(kvCapacityTokens / (precise ? blockSize : opts.indexBlockTokens));
   for (const spec of specs) index.setCapacity(spec.id, capacityBlocks);
 
   const trackPending = (opts.loadSignal ?? 'pending') === 'pending';
@@ -131,6 +146,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
   // When the engine's current step ends (its events are due and its next step starts); Infinity when idle.
   const stepEnds = new Array<number>(n).fill(Infinity);
   const inStep: (StepResult | undefined)[] = new Array(n).fill(undefined);
+  const inStepCacheEvents: (readonly CacheEvent[])[] = new Array(n).fill([]);
 
   const byId = new Map<string, number>();
   const arrival = new Float64Array(requests.length);
@@ -168,7 +184,8 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
 
   const route = async (i: number, at: number) => {
     const request = requests[i];
-    const blocks = request.indexHashes;
+    const blocks = precise ? request.hashes.map(BigInt) : request.indexHashes;
+    if (blocks === undefined) throw new Error(`request ${request.id} has no router block hashes for approximate hashing`);
     const matches = await index.match(blocks);
     const features: RequestFeatures = {
       model,
@@ -196,7 +213,20 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     if (stepEnds[e] === Infinity) stepEnds[e] = at;
   };
 
+  const applyCacheEvents = (e: number, events: readonly CacheEvent[]) => {
+    const id = specs[e].id;
+    const removed: BlockHash[] = [];
+    for (const event of events) {
+      if (event.type === 'stored') index.recordStored(id, event.request.blockHashes.slice(event.fromBlock, event.toBlock).map(BigInt));
+      else if (event.type === 'removed') removed.push(BigInt(event.hash));
+      else index.clearEngine(id);
+    }
+    if (removed.length > 0) index.recordRemoved(id, removed);
+  };
+
   const endStep = (e: number, at: number) => {
+    applyCacheEvents(e, inStepCacheEvents[e]);
+    inStepCacheEvents[e] = [];
     const step = inStep[e];
     if (step !== undefined) {
       for (const event of step.events) {
@@ -223,6 +253,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     const next = m.step(at);
     if (next.durationMs === 0) throw new Error(`engine-${e} has queued requests but cannot run any`);
     inStep[e] = next;
+    inStepCacheEvents[e] = m.takeCacheEvents();
     stepEnds[e] = at + next.durationMs;
   };
 
@@ -273,9 +304,9 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
 
 /**
  * The token prefix-hit ratio of perfect partitioning: one LRU prefix cache with the capacity of all `engines`
- * together, serving the requests one at a time in arrival order (engine-sim's serveInstantly). No routing can make
- * N separate caches hit more often than one cache as large as all of them, so this is the reference a policy's
- * hit ratio is measured against.
+ * together, serving the requests one at a time in arrival order (engine-sim's serveInstantly): every prefix kept
+ * once, nothing pinned by running requests, no capacity lost to copies. A policy's hit ratio is measured against
+ * it (LRU being no oracle, a lucky split can beat it slightly, but it is the ceiling in practice).
  */
 export function perfectPartitionHitRatio(requests: readonly ReplayRequest[], engines: number, timing: Partial<TimingParams> = {}): number {
   const probe = new TimingModel(timing);

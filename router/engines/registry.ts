@@ -24,6 +24,7 @@ interface EngineState {
   client: EngineClient;
   healthy: boolean;
   inFlight: number;
+  pendingPrefillTokens: number;
   load: EngineLoad | undefined;
   probeFailures: number;
   requestFailures: number;
@@ -116,10 +117,20 @@ export class EngineRegistry {
   // acquire/release/report* ignore unknown ids: an engine removed by setEngines() may still be finishing the
   // requests the proxy sent it, and their completion must not throw.
 
-  acquire(id: string): void {
+  /** A request goes to the engine; `prefillTokens` of its prompt are expected to be computed there. */
+  acquire(id: string, prefillTokens = 0): void {
     const state = this.#engines.get(id);
     if (state === undefined) return;
     state.inFlight++;
+    state.pendingPrefillTokens += prefillTokens;
+    this.#changed(state);
+  }
+
+  /** The request's prefill is over (its first token came) or will not happen (it failed): no longer queued. */
+  prefillDone(id: string, prefillTokens: number): void {
+    const state = this.#engines.get(id);
+    if (state === undefined || prefillTokens === 0) return;
+    state.pendingPrefillTokens = Math.max(0, state.pendingPrefillTokens - prefillTokens);
     this.#changed(state);
   }
 
@@ -191,13 +202,14 @@ export class EngineRegistry {
       client: new EngineClient(spec, this.#clientOptions()),
       healthy: false,
       inFlight: 0,
+      pendingPrefillTokens: 0,
       load: undefined,
       probeFailures: 0,
       requestFailures: 0,
       ejections: 0,
       probing: false,
       scraping: false,
-      snapshot: { spec, healthy: false, inFlight: 0, load: undefined },
+      snapshot: { spec, healthy: false, inFlight: 0, pendingPrefillTokens: 0, load: undefined },
     };
   }
 
@@ -274,7 +286,7 @@ export class EngineRegistry {
 }
 
 function freeze(state: EngineState): EngineSnapshot {
-  return { spec: state.spec, healthy: state.healthy, inFlight: state.inFlight, load: state.load };
+  return { spec: state.spec, healthy: state.healthy, inFlight: state.inFlight, pendingPrefillTokens: state.pendingPrefillTokens, load: state.load };
 }
 
 function sameSpec(a: EngineSpec, b: EngineSpec): boolean {

@@ -60,8 +60,9 @@ const PRESETS: Readonly<Record<PolicyName, Preset>> = {
 /** Known policy names, for the config schema. */
 export const POLICY_NAMES = Object.keys(PRESETS) as readonly PolicyName[];
 
-// Without prefix or session features (the gateway did not compute them) prefix-cache is least-request: nothing
-// scraped needed, reacts to bursts at once. With them it keeps each prompt's KV cache in use.
+// Without prefix or session features (the gateway did not compute them) prefix-cache routes by the gateway's own
+// load counts (queued prefill tokens, else requests in flight): nothing scraped needed, reacts to bursts at once.
+// With them it keeps each prompt's KV cache in use.
 const DEFAULT_POLICY: PolicyName = 'prefix-cache';
 
 /** Filters no configuration can remove: routing to a dead engine or one without the model is never right. */

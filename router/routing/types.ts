@@ -19,19 +19,6 @@ export interface RequestFeatures {
   readonly promptTokens?: number;
 }
 
-declare module '../../core/engine.js' {
-  // Belongs in core/engine.ts's EngineSnapshot, where it is to move (an identical declaration there merges with this
-  // one, so both may exist meanwhile).
-  interface EngineSnapshot {
-    /**
-     * Prompt tokens the gateway sent to the engine that it has not answered the first token of yet, less the part
-     * the prefix index expected cached: the prefill queued on the engine. Undefined when the gateway does not
-     * track it; routing then counts in-flight requests instead.
-     */
-    readonly pendingPrefillTokens?: number;
-  }
-}
-
 /** Narrows the candidate set. Must return a subset of its input, in the same order. */
 export interface Filter {
   readonly name: string;

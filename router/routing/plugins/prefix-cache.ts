@@ -6,18 +6,22 @@ import { queuedWork } from './queued-work.js';
  * prefix-cache scorer: the engine where the request would wait least, counting the part of its prompt the engine
  * would have to compute at LOCALITY times its cost. Per candidate e, in units of the request's own prompt:
  *
- *   u_e      1 - m_e / T            share of the prompt e lacks (T blocks, m_e leading ones held: request.prefix)
- *   load_e   queued work on e       pendingPrefillTokens / promptTokens, else requests in flight (queued-work.ts)
+ *   m_e      leading blocks of the prompt e holds, of T (request.prefix, from the KV index)
+ *   m_maj    the longest match a majority of the candidates hold: the (floor(n / 2) + 1)-th longest m_e
+ *   u_e      1 - max(m_e, m_maj) / T    share of the prompt e lacks, counting what most engines hold as held
+ *   load_e   queued work on e           pending prefill (+ a little per request in flight) / promptTokens, or
+ *                                       requests in flight when the gateway does not count tokens (queued-work.ts)
  *   cost_e   load_e + LOCALITY * u_e
  *   score_e  max(0, 1 - (cost_e - min cost) / LOCALITY)
  *
  * So the cheapest candidate scores 1, and one whose extra cost equals a whole prompt's locality scores 0; the
  * max-score picker breaks ties at random. How the failure modes reported against peers' policies are avoided:
  *
- * 1. Hot spot on a shared prefix (one system prompt in every request): only differences of cost count, so a
- *    prefix every candidate holds pulls nowhere; while only some engines hold it, they attract requests until
- *    their queue is LOCALITY x (the prefix's share of a prompt) longer than the others', after which the others
- *    get requests (and the prefix) too. Affinity is capped by each candidate's own load, never unbounded.
+ * 1. Hot spot on a shared prefix (one system prompt in every request): only differences of cost count, and a
+ *    prefix most candidates hold counts as held by all (m_maj), so it pulls nowhere once it is on most engines,
+ *    and the last ones get it by load. Before that, the engines holding it attract requests only until their
+ *    queue is LOCALITY x (its share of the prompt) longer than the others'; in-flight requests weigh in that queue
+ *    even when their prefill is done, so a decode batch cannot grow without bound behind a cheap cached prefix.
  * 2. Misses piling onto one engine: a miss costs the same LOCALITY everywhere, so the least loaded wins, and
  *    equal loads are a tie the picker breaks at random.
  * 3. One overloaded engine switching affinity off for everyone (AIBrix's and SGLang's guard compares the fleet's
@@ -33,30 +37,36 @@ import { queuedWork } from './queued-work.js';
 /**
  * A prompt computed on an engine that does not hold it costs LOCALITY times its own prefill. More than 1 because
  * placing a prefix also decides where the next requests sharing it hit: a conversation split over two engines
- * recomputes its history on both. Measured on the Mooncake trace, 4 engines, rate x1.6 (bench/replay/README.md):
- * 2 loses a third of the hits to load-driven moves, 4 a tenth; 8 and 16 keep them (20% of prompt tokens, the
- * perfect-partitioning reference being 21.6%) with the same TTFT. 8, not 16, because it also bounds how far a
- * hot prefix may queue up on the engines holding it (failure mode 1) before others take it.
+ * recomputes its history on both. Measured with the replayer, 4 engines (bench/replay/README.md): on the Mooncake
+ * trace at rate x1.6, 2 and 4 lose hits to load-driven moves (18.4% and 19.5-19.9% of prompt tokens against 20.3%,
+ * the perfect-partitioning reference being 21.6%) and have a higher p99 TTFT; 16 hits as often but lets the
+ * engines holding a shared system prompt queue up (one runs 1.7x the mean of requests in flight on the
+ * shared-system-prompt trace).
  */
 export const LOCALITY = 8;
 
 interface Costs {
   readonly cost: number[];
+  /** max(m_e, m_maj) per candidate, and m_maj. */
   readonly held: number[];
+  readonly majority: number;
   readonly minCost: number;
 }
 
 function costs(request: RequestFeatures, engines: readonly EngineSnapshot[]): Costs {
   const total = request.prefix?.totalBlocks ?? 0;
   const load = queuedWork(request, engines);
-  let minCost = Infinity;
   const held = engines.map((e) => (total === 0 ? 0 : Math.min(total, request.prefix!.matches.get(e.spec.id) ?? 0)));
+  // Blocks a majority of the candidates hold: the (floor(n / 2) + 1)-th longest match.
+  const majority = [...held].sort((a, b) => b - a)[Math.floor(engines.length / 2)];
+  let minCost = Infinity;
+  const effective = held.map((m) => Math.max(m, majority));
   const cost = engines.map((_, i) => {
-    const c = load[i] + LOCALITY * (total === 0 ? 1 : 1 - held[i] / total);
+    const c = load[i] + LOCALITY * (total === 0 ? 1 : 1 - effective[i] / total);
     if (c < minCost) minCost = c;
     return c;
   });
-  return { cost, held, minCost };
+  return { cost, held: effective, majority, minCost };
 }
 
 export const prefixCacheScorer: Scorer = {
@@ -66,14 +76,15 @@ export const prefixCacheScorer: Scorer = {
     return cost.map((c) => Math.max(0, 1 - (c - minCost) / LOCALITY));
   },
   /**
-   * `prefix-hit`: the chosen engine holds the longest match, longer than some other candidate's;
+   * `prefix-hit`: the chosen engine holds the longest match, longer than what most candidates hold;
    * `prefix-overloaded`: another candidate held more of the prompt but was too busy for it to pay;
-   * `miss-least-loaded`: every candidate held as much (often nothing), so load decided.
+   * `prefix-shared`: no candidate held more than most do, and most hold part of the prompt, so load decided;
+   * `miss-least-loaded`: no candidate held more than most do, and most hold nothing, so load decided.
    */
   explain: (request, engines, chosen) => {
-    const { held } = costs(request, engines);
+    const { held, majority } = costs(request, engines);
     const most = Math.max(...held);
-    if (most === Math.min(...held)) return 'miss-least-loaded';
+    if (most === majority) return majority > 0 ? 'prefix-shared' : 'miss-least-loaded';
     return held[engines.indexOf(chosen)] === most ? 'prefix-hit' : 'prefix-overloaded';
   },
 };

@@ -3,9 +3,17 @@ import type { RequestFeatures } from '../../../router/routing/types.js';
 
 export function engine(
   id: string,
-  opts: { healthy?: boolean; inFlight?: number; models?: string[]; pool?: string; load?: Partial<EngineLoad> } = {},
+  opts: {
+    healthy?: boolean;
+    inFlight?: number;
+    models?: string[];
+    pool?: string;
+    load?: Partial<EngineLoad>;
+    pendingPrefillTokens?: number;
+  } = {},
 ): EngineSnapshot {
   return {
+    ...(opts.pendingPrefillTokens === undefined ? {} : { pendingPrefillTokens: opts.pendingPrefillTokens }),
     spec: {
       id,
       url: `http://${id}.engines.test:8000`,
@@ -21,6 +29,11 @@ export function engine(
 
 export function request(opts: Partial<RequestFeatures> = {}): RequestFeatures {
   return { model: 'llama', endpoint: 'chat', pools: undefined, exclude: new Set(), ...opts };
+}
+
+/** Prefix features: `totalBlocks` blocks, of which each engine holds the given leading count. */
+export function prefix(totalBlocks: number, held: Record<string, number>): RequestFeatures['prefix'] {
+  return { totalBlocks, matches: new Map(Object.entries(held)) };
 }
 
 /** A deterministic rng that returns the given values in turn, cycling. */
