@@ -14,7 +14,7 @@ import { cpuSeconds, pinSelf, startService, type Service } from './child.js';
  * that decides how many cores a gateway fleet needs.
  */
 
-const usage = `npm run bench:proxy -- [--runs 3] [--duration 5] [--connections 32] [--max-tokens 16] [--warmup 2] [--rate R] [--token-ms MS] [--unpinned] [--profile]
+const usage = `npm run bench:proxy -- [--runs 3] [--duration 5] [--connections 32] [--max-tokens 16] [--warmup 2] [--rate R] [--token-ms MS] [--policy P] [--no-prefix] [--unpinned] [--profile]
 
   --runs N         measured runs per target and mode (env BENCH_RUNS)
   --duration S     seconds per run (env BENCH_DURATION)
@@ -42,6 +42,8 @@ function parseFlags() {
     warmup: { type: 'string' },
     rate: { type: 'string' },
     'token-ms': { type: 'string' },
+    policy: { type: 'string' },
+    'no-prefix': { type: 'boolean', default: false },
     unpinned: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
     help: { type: 'boolean', short: 'h', default: false },
@@ -207,7 +209,10 @@ async function main(): Promise<void> {
       server: { host: '127.0.0.1', port: 0 },
       auth: { keys: [{ principal: 'bench', env: 'BENCH_KEY' }] },
       engines: [{ id: 'sim-0', url: sim.url, kind: 'vllm', models: [model], labels: { pool: 'default' } }],
-      routing: { policy: 'least-request' },
+      // The gateway's defaults (prefix-cache routing, every prompt hashed and looked up) unless asked otherwise:
+      // --no-prefix --policy least-request measures the bare proxying path.
+      ...(flags.policy === undefined ? {} : { routing: { policy: flags.policy } }),
+      kvcache: { enabled: !flags['no-prefix'] },
       // Request logs would cost CPU the floor does not spend; warnings still show.
       log: { level: 'warn' },
     };

@@ -119,6 +119,8 @@ export const ConfigSchema = z
         blockSize: z.number().int().min(1).max(4096).optional(),
         /** Most (block, engine) entries in the index, all engines together. */
         maxEntries: z.number().int().positive().default(DEFAULT_MAX_ENTRIES),
+        /** Approximate memory the index may use (router heap, or Redis); the tighter of this and maxEntries holds. */
+        maxBytes: z.number().int().positive().optional(),
         /** Key prefix in Redis, so several fleets can share one Redis. */
         redisKeyPrefix: z.string().min(1).default('switchyard:kv:'),
       })

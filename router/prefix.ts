@@ -41,12 +41,13 @@ export class PrefixTracker {
     this.#index = createPrefixIndex({
       redisUrl: config.redis.url,
       maxEntries: config.kvcache.maxEntries,
+      maxBytes: config.kvcache.maxBytes,
       keyPrefix: config.kvcache.redisKeyPrefix,
       logger: log,
     });
     this.#lookupErrors = new Counter({
       name: 'switchyard_prefix_lookup_errors_total',
-      help: 'Index lookups that failed; those requests were routed without prefix information',
+      help: 'Prompts that could not be hashed or looked up; those requests were routed without prefix information',
       registers: [registry],
     });
     this.#eventMetrics = createKvEventMetrics(registry);
@@ -56,14 +57,25 @@ export class PrefixTracker {
     return new PrefixTracker(config, await createTokenizer(config.kvcache.tokenizer), registry, log);
   }
 
-  /** The prompt's full blocks and, per engine, how many leading ones it holds. */
-  async lookup(body: PromptRequest, model: string): Promise<PromptPrefix> {
-    const { hashes, promptTokens } = await requestBlockHashes(body, {
-      tokenizer: this.#tokenizer,
-      blockSize: this.#blockSize,
-      namespace: blockNamespace(model),
-      hashing: this.#config.hashing,
-    });
+  /**
+   * The prompt's full blocks and, per engine, how many leading ones it holds; undefined when the prompt cannot be
+   * hashed (token ids the engine's hash does not take), and the request is then routed on load alone.
+   */
+  async lookup(body: PromptRequest, model: string): Promise<PromptPrefix | undefined> {
+    let hashes: BlockHash[];
+    let promptTokens: number;
+    try {
+      ({ hashes, promptTokens } = await requestBlockHashes(body, {
+        tokenizer: this.#tokenizer,
+        blockSize: this.#blockSize,
+        namespace: blockNamespace(model),
+        hashing: this.#config.hashing,
+      }));
+    } catch (err) {
+      this.#lookupErrors.inc();
+      this.#log.warn({ err: (err as Error).message }, 'prompt could not be hashed; routing without prefix information');
+      return undefined;
+    }
     if (hashes.length === 0) return { hashes, promptTokens, matches: noMatches };
     try {
       return { hashes, promptTokens, matches: await this.#index.match(hashes) };

@@ -153,8 +153,8 @@ export async function proxyInference(
         registry.reportSuccess(engineId);
         deps.sessions.served(sessionKey, engineId);
         if (prompt !== undefined) {
-          metrics.prefixBlocks.inc({ model, kind: 'prompt' }, prompt.hashes.length);
-          metrics.prefixBlocks.inc({ model, kind: 'matched' }, prompt.matches.get(engineId) ?? 0);
+          metrics.prefixBlocks.inc({ model, kind: 'prompt' }, blocks);
+          metrics.prefixBlocks.inc({ model, kind: 'matched' }, matched);
         }
         metrics.ttft.observe({ model }, (performance.now() - arrivedAt) / 1000);
         status = outcome.response.statusCode;
