@@ -9,6 +9,45 @@ import { tokenize } from '../../kvcache/tokenizers/approximate.js';
 
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
 
+/** The parts of the sim's OpenAI-shaped JSON answers that these tests read. */
+interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details: { cached_tokens: number };
+}
+interface ChatCompletion {
+  id: string;
+  model: string;
+  choices: { message: { content: string }; finish_reason: string }[];
+  usage: Usage;
+}
+interface TextCompletion {
+  id: string;
+  choices: { text: string }[];
+  usage: Usage;
+}
+interface ChatChunk {
+  id: string;
+  choices: { delta: { role?: string; content?: string }; finish_reason: string | null }[];
+  usage?: Usage;
+}
+interface TextChunk {
+  object: string;
+  choices: { text: string; finish_reason: string | null }[];
+}
+interface ModelList {
+  object: string;
+  data: { id: string; created: number }[];
+}
+interface EmbeddingList<Embedding> {
+  data: { embedding: Embedding }[];
+  usage: { prompt_tokens: number };
+}
+interface ErrorBody {
+  error: { message: string; type: string; code: number };
+}
+
 async function post(base: string, path: string, body: unknown, init: RequestInit = {}): Promise<Response> {
   return fetch(base + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), ...init });
 }
@@ -85,7 +124,7 @@ describe('engine-sim over HTTP', () => {
       const response = await post(sim.url, '/v1/chat/completions', chat('Hello, how are you?', { max_tokens: 12 }));
       expect(response.status).toBe(200);
       expect(response.headers.get('content-type')).toBe('application/json');
-      const body = await response.json();
+      const body = (await response.json()) as ChatCompletion;
       expect(body).toMatchObject({ object: 'chat.completion', model: MODEL, choices: [{ index: 0, message: { role: 'assistant' }, finish_reason: 'length' }] });
       expect(body.id).toMatch(/^chatcmpl-[0-9a-f]{32}$/);
       const content: string = body.choices[0].message.content;
@@ -95,9 +134,9 @@ describe('engine-sim over HTTP', () => {
     });
 
     it('prefers max_completion_tokens, and stops by itself (finish_reason stop) when no limit is given', async () => {
-      const limited = await (await post(sim.url, '/v1/chat/completions', chat('Count', { max_tokens: 50, max_completion_tokens: 3 }))).json();
+      const limited = (await (await post(sim.url, '/v1/chat/completions', chat('Count', { max_tokens: 50, max_completion_tokens: 3 }))).json()) as ChatCompletion;
       expect(limited.usage.completion_tokens).toBe(3);
-      const free = await (await post(sim.url, '/v1/chat/completions', chat('Tell me a story', { max_tokens: undefined }))).json();
+      const free = (await (await post(sim.url, '/v1/chat/completions', chat('Tell me a story', { max_tokens: undefined }))).json()) as ChatCompletion;
       expect(free.choices[0].finish_reason).toBe('stop');
       expect(free.usage.completion_tokens).toBeGreaterThanOrEqual(1);
       expect(free.usage.completion_tokens).toBeLessThanOrEqual(8 * 16);
@@ -108,9 +147,9 @@ describe('engine-sim over HTTP', () => {
       const response = await post(sim.url, '/v1/chat/completions', request);
       expect(response.status).toBe(200);
       expect(response.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
-      const frames = sseFrames(await response.text()) as Array<Record<string, any>>;
+      const frames = sseFrames(await response.text());
       expect(frames.at(-1)).toBe('[DONE]');
-      const chunks = frames.slice(0, -1);
+      const chunks = frames.slice(0, -1) as ChatChunk[];
       const id = chunks[0]!.id;
       for (const chunk of chunks) expect(chunk).toMatchObject({ id, object: 'chat.completion.chunk', model: MODEL });
       expect(chunks[0]!.choices).toEqual([{ index: 0, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }]);
@@ -123,20 +162,20 @@ describe('engine-sim over HTTP', () => {
       expect(usageChunk.usage).toMatchObject({ completion_tokens: 6, prompt_tokens_details: { cached_tokens: expect.any(Number) } });
       // Streaming and not streaming give the same text for the same prompt and seed.
       const streamed = tokenChunks.map((c) => c.choices[0].delta.content).join('');
-      const whole = await (await post(sim.url, '/v1/chat/completions', { ...request, stream: false, stream_options: undefined })).json();
+      const whole = (await (await post(sim.url, '/v1/chat/completions', { ...request, stream: false, stream_options: undefined })).json()) as ChatCompletion;
       expect(streamed).toBe(whole.choices[0].message.content);
     });
 
     it('sends no usage chunk unless include_usage is set', async () => {
       const response = await post(sim.url, '/v1/chat/completions', chat('No usage', { max_tokens: 3, stream: true }));
-      const frames = sseFrames(await response.text()) as Array<Record<string, any>>;
+      const frames = sseFrames(await response.text());
       expect(frames).toHaveLength(1 + 3 + 1);
-      expect(frames.slice(0, -1).every((f) => f.usage === undefined && f.choices.length === 1)).toBe(true);
+      expect((frames.slice(0, -1) as ChatChunk[]).every((f) => f.usage === undefined && f.choices.length === 1)).toBe(true);
     });
 
     it('reports whole cached blocks in cached_tokens when a prompt repeats', async () => {
-      const first = await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 2 }))).json();
-      const second = await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 2 }))).json();
+      const first = (await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 2 }))).json()) as ChatCompletion;
+      const second = (await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 2 }))).json()) as ChatCompletion;
       const promptTokens = first.usage.prompt_tokens;
       expect(promptTokens).toBeGreaterThan(300);
       expect(first.usage.prompt_tokens_details.cached_tokens).toBe(0);
@@ -144,30 +183,31 @@ describe('engine-sim over HTTP', () => {
     });
 
     it('uses the X-Request-Id header as the completion id', async () => {
-      const body = await (await post(sim.url, '/v1/chat/completions', chat('hi'), { headers: { 'content-type': 'application/json', 'x-request-id': 'abc123' } })).json();
+      const body = (await (await post(sim.url, '/v1/chat/completions', chat('hi'), { headers: { 'content-type': 'application/json', 'x-request-id': 'abc123' } })).json()) as ChatCompletion;
       expect(body.id).toBe('chatcmpl-abc123');
     });
   });
 
   describe('completions', () => {
     it('answers non-streamed with 16 tokens by default', async () => {
-      const body = await (await post(sim.url, '/v1/completions', { model: MODEL, prompt: 'Once upon a time' })).json();
+      const body = (await (await post(sim.url, '/v1/completions', { model: MODEL, prompt: 'Once upon a time' })).json()) as TextCompletion;
       expect(body).toMatchObject({ object: 'text_completion', choices: [{ index: 0, finish_reason: 'length', logprobs: null }], usage: { completion_tokens: 16 } });
       expect(body.id).toMatch(/^cmpl-/);
       expect(tokenize(body.choices[0].text)).toHaveLength(16);
     });
 
     it('accepts token ids as the prompt', async () => {
-      const body = await (await post(sim.url, '/v1/completions', { model: MODEL, prompt: [1, 2, 3, 4, 5], max_tokens: 2 })).json();
+      const body = (await (await post(sim.url, '/v1/completions', { model: MODEL, prompt: [1, 2, 3, 4, 5], max_tokens: 2 })).json()) as TextCompletion;
       expect(body.usage.prompt_tokens).toBe(5);
     });
 
     it('streams text_completion chunks, the last with finish_reason, then usage and [DONE]', async () => {
       const response = await post(sim.url, '/v1/completions', { model: MODEL, prompt: 'Stream', max_tokens: 4, stream: true, stream_options: { include_usage: true } });
-      const frames = sseFrames(await response.text()) as Array<Record<string, any>>;
+      const frames = sseFrames(await response.text());
       expect(frames).toHaveLength(4 + 1 + 1);
-      expect(frames.slice(0, 4).every((f) => f.object === 'text_completion' && typeof f.choices[0].text === 'string')).toBe(true);
-      expect(frames[3]!.choices[0].finish_reason).toBe('length');
+      const textChunks = frames.slice(0, 4) as TextChunk[];
+      expect(textChunks.every((f) => f.object === 'text_completion' && typeof f.choices[0].text === 'string')).toBe(true);
+      expect(textChunks[3]!.choices[0].finish_reason).toBe('length');
       expect(frames[4]).toMatchObject({ choices: [], usage: { completion_tokens: 4 } });
       expect(frames[5]).toBe('[DONE]');
     });
@@ -187,11 +227,11 @@ describe('engine-sim over HTTP', () => {
 
       const malformed = await fetch(`${sim.url}/v1/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"model":' });
       expect(malformed.status).toBe(400);
-      expect((await malformed.json()).error.code).toBe(400);
+      expect(((await malformed.json()) as ErrorBody).error.code).toBe(400);
 
       const tooLong = await post(sim.url, '/v1/chat/completions', chat('hi', { max_tokens: 200_000 }));
       expect(tooLong.status).toBe(400);
-      expect((await tooLong.json()).error.message).toMatch(/maximum context length is 131072 tokens/);
+      expect(((await tooLong.json()) as ErrorBody).error.message).toMatch(/maximum context length is 131072 tokens/);
 
       const orphanOptions = await post(sim.url, '/v1/chat/completions', chat('hi', { stream_options: { include_usage: true } }));
       expect(orphanOptions.status).toBe(400);
@@ -206,7 +246,7 @@ describe('engine-sim over HTTP', () => {
 
   describe('models, health, embeddings', () => {
     it('lists the base model in vLLM shape', async () => {
-      const body = await (await fetch(`${sim.url}/v1/models`)).json();
+      const body = (await (await fetch(`${sim.url}/v1/models`)).json()) as ModelList;
       expect(body.object).toBe('list');
       expect(body.data[0]).toMatchObject({ id: MODEL, object: 'model', owned_by: 'vllm', root: MODEL, parent: null, max_model_len: 131072 });
       expect(typeof body.data[0].created).toBe('number');
@@ -219,14 +259,14 @@ describe('engine-sim over HTTP', () => {
     });
 
     it('returns deterministic unit embeddings, as floats or base64 float32', async () => {
-      const floats = await (await post(sim.url, '/v1/embeddings', { model: MODEL, input: ['alpha', 'beta'] })).json();
+      const floats = (await (await post(sim.url, '/v1/embeddings', { model: MODEL, input: ['alpha', 'beta'] })).json()) as EmbeddingList<number[]>;
       expect(floats).toMatchObject({ object: 'list', model: MODEL, data: [{ index: 0, object: 'embedding' }, { index: 1, object: 'embedding' }] });
       const [alpha, beta] = floats.data.map((d: { embedding: number[] }) => d.embedding);
       expect(alpha).toHaveLength(256);
       expect(Math.hypot(...alpha)).toBeCloseTo(1, 5);
       expect(alpha).not.toEqual(beta);
       expect(floats.usage.prompt_tokens).toBe(4);
-      const encoded = await (await post(sim.url, '/v1/embeddings', { model: MODEL, input: 'alpha', encoding_format: 'base64', dimensions: 256 })).json();
+      const encoded = (await (await post(sim.url, '/v1/embeddings', { model: MODEL, input: 'alpha', encoding_format: 'base64', dimensions: 256 })).json()) as EmbeddingList<string>;
       const bytes = Buffer.from(encoded.data[0].embedding, 'base64');
       const decoded = Array.from(new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4));
       expect(decoded).toEqual(alpha);
@@ -245,15 +285,15 @@ describe('engine-sim over HTTP', () => {
       // 100 ms of engine time at time-scale 50.
       expect(performance.now() - started).toBeGreaterThanOrEqual(1);
 
-      const models = await (await fetch(`${sim.url}/v1/models`)).json();
+      const models = (await (await fetch(`${sim.url}/v1/models`)).json()) as ModelList;
       expect(models.data[1]).toMatchObject({ id: 'sql-lora', object: 'model', owned_by: 'vllm', root: '/adapters/sql', parent: MODEL });
 
-      const served = await (await post(sim.url, '/v1/chat/completions', chat('SELECT', { model: 'sql-lora' }))).json();
+      const served = (await (await post(sim.url, '/v1/chat/completions', chat('SELECT', { model: 'sql-lora' }))).json()) as ChatCompletion;
       expect(served.model).toBe('sql-lora');
 
       const again = await post(sim.url, '/v1/load_lora_adapter', { lora_name: 'sql-lora', lora_path: '/adapters/sql' });
       expect(again.status).toBe(400);
-      expect((await again.json()).error.message).toBe("The lora adapter 'sql-lora' has already been loaded.");
+      expect(((await again.json()) as ErrorBody).error.message).toBe("The lora adapter 'sql-lora' has already been loaded.");
 
       const invalid = await post(sim.url, '/v1/load_lora_adapter', { lora_name: 'no-path' });
       expect(invalid.status).toBe(400);
@@ -261,17 +301,17 @@ describe('engine-sim over HTTP', () => {
       expect((await post(sim.url, '/v1/load_lora_adapter', { lora_name: 'second', lora_path: '/a/2' })).status).toBe(200);
       const excess = await post(sim.url, '/v1/load_lora_adapter', { lora_name: 'third', lora_path: '/a/3' });
       expect(excess.status).toBe(400);
-      expect((await excess.json()).error.message).toMatch(/max_loras=2/);
+      expect(((await excess.json()) as ErrorBody).error.message).toMatch(/max_loras=2/);
 
       const unloaded = await post(sim.url, '/v1/unload_lora_adapter', { lora_name: 'sql-lora' });
       expect(unloaded.status).toBe(200);
       expect(await unloaded.text()).toBe("Success: LoRA adapter 'sql-lora' removed successfully.");
       const unloadAgain = await post(sim.url, '/v1/unload_lora_adapter', { lora_name: 'sql-lora' });
       expect(unloadAgain.status).toBe(404);
-      expect((await unloadAgain.json()).error.type).toBe('NotFoundError');
+      expect(((await unloadAgain.json()) as ErrorBody).error.type).toBe('NotFoundError');
       const gone = await post(sim.url, '/v1/chat/completions', chat('SELECT', { model: 'sql-lora' }));
       expect(gone.status).toBe(404);
-      expect((await gone.json()).error.message).toBe('The model `sql-lora` does not exist.');
+      expect(((await gone.json()) as ErrorBody).error.message).toBe('The model `sql-lora` does not exist.');
       await post(sim.url, '/v1/unload_lora_adapter', { lora_name: 'second' });
     });
 
@@ -279,7 +319,7 @@ describe('engine-sim over HTTP', () => {
       await post(sim.url, '/v1/load_lora_adapter', { lora_name: 'iso', lora_path: '/a/iso' });
       const prompt = `${LONG_PROMPT} isolation`;
       await post(sim.url, '/v1/chat/completions', chat(prompt, { max_tokens: 1 }));
-      const viaAdapter = await (await post(sim.url, '/v1/chat/completions', chat(prompt, { max_tokens: 1, model: 'iso' }))).json();
+      const viaAdapter = (await (await post(sim.url, '/v1/chat/completions', chat(prompt, { max_tokens: 1, model: 'iso' }))).json()) as ChatCompletion;
       expect(viaAdapter.usage.prompt_tokens_details.cached_tokens).toBe(0);
       await post(sim.url, '/v1/unload_lora_adapter', { lora_name: 'iso' });
     });
@@ -379,7 +419,7 @@ describe('engine-sim over HTTP', () => {
       expect((await fetch(`${sim.url}/metrics`)).status).toBe(200);
       const first = await post(sim.url, '/v1/chat/completions', chat('a'));
       expect(first.status).toBe(429);
-      expect((await first.json()).error).toMatchObject({ type: 'RateLimitError', code: 429 });
+      expect(((await first.json()) as ErrorBody).error).toMatchObject({ type: 'RateLimitError', code: 429 });
       expect(await (await fetch(`${sim.url}/sim/faults`)).json()).toMatchObject({ failNext: 1 });
       expect((await post(sim.url, '/v1/embeddings', { input: 'a' })).status).toBe(429);
       expect((await post(sim.url, '/v1/chat/completions', chat('a'))).status).toBe(200);
@@ -423,7 +463,7 @@ describe('engine-sim over HTTP', () => {
         const { text, broken } = await readUntilBroken(response);
         expect(broken).toBe(true);
         expect(text).not.toContain('[DONE]');
-        const contents = (sseFrames(text) as Array<Record<string, any>>).slice(1).map((f) => f.choices[0].delta.content);
+        const contents = (sseFrames(text) as ChatChunk[]).slice(1).map((f) => f.choices[0].delta.content);
         expect(contents).toHaveLength(3);
         // A non-streamed request just loses its connection.
         await expect(post(sim.url, '/v1/chat/completions', chat('die', { max_tokens: 20 }))).rejects.toThrow();
@@ -456,7 +496,7 @@ describe('engine-sim timing over HTTP', () => {
   it('reports engine-time latencies that follow the timing model, at any time scale', async () => {
     const sim = await startSim({ model: MODEL, timeScale: 50 });
     try {
-      const body = await (await post(sim.url, '/v1/completions', { model: MODEL, prompt: LONG_PROMPT, max_tokens: 5 })).json();
+      const body = (await (await post(sim.url, '/v1/completions', { model: MODEL, prompt: LONG_PROMPT, max_tokens: 5 })).json()) as TextCompletion;
       const prompt = body.usage.prompt_tokens;
       const text = await metrics(sim);
       const ttft = metricValue(text, 'vllm:time_to_first_token_seconds_sum')!;
@@ -522,10 +562,10 @@ describe('engine-sim timing over HTTP', () => {
     const sim = await startSim({ model: MODEL, zeroLatency: true });
     try {
       const started = performance.now();
-      const first = await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 500 }))).json();
+      const first = (await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 500 }))).json()) as ChatCompletion;
       expect(performance.now() - started).toBeLessThan(200);
       expect(first.usage.completion_tokens).toBe(500);
-      const second = await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 2 }))).json();
+      const second = (await (await post(sim.url, '/v1/chat/completions', chat(LONG_PROMPT, { max_tokens: 2 }))).json()) as ChatCompletion;
       expect(second.usage.prompt_tokens_details.cached_tokens).toBeGreaterThan(0);
       const stream = sseFrames(await (await post(sim.url, '/v1/chat/completions', chat('zero', { max_tokens: 3, stream: true }))).text());
       expect(stream).toHaveLength(1 + 3 + 1);
