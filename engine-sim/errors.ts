@@ -51,3 +51,11 @@ export function errorTypeForStatus(status: number): string {
 export function modelNotFound(model: string): SimError {
   return new SimError(404, `The model \`${model}\` does not exist.`, { type: 'NotFoundError', param: 'model' });
 }
+
+/** vLLM's 400 for a prompt that alone fills the context window. */
+export function contextTooLong(maxModelLen: number, promptTokens: number): SimError {
+  return new SimError(
+    400,
+    `This model's maximum context length is ${maxModelLen} tokens. However, your request has ${promptTokens} input tokens. Please reduce the length of the input messages.`,
+  );
+}

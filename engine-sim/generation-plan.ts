@@ -7,7 +7,7 @@
 import { hashInts, mixHashes } from './hash.js';
 import { type GeneratedText, generateOutput, sampleOutputLength } from './output.js';
 import { type BlockHash, blockHashes } from './prefix-cache.js';
-import { SimError } from './errors.js';
+import { contextTooLong, SimError } from './errors.js';
 
 export type FinishReason = 'stop' | 'length';
 
@@ -43,12 +43,7 @@ export function planGeneration(
 ): GenerationPlan {
   const promptTokens = promptIds.length;
   const room = limits.maxModelLen - promptTokens;
-  if (maxTokens === undefined && room <= 0) {
-    throw new SimError(
-      400,
-      `This model's maximum context length is ${limits.maxModelLen} tokens. However, your request has ${promptTokens} input tokens. Please reduce the length of the input messages.`,
-    );
-  }
+  if (maxTokens === undefined && room <= 0) throw contextTooLong(limits.maxModelLen, promptTokens);
   if (maxTokens !== undefined && maxTokens > room) {
     throw new SimError(
       400,

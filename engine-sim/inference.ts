@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { DEFAULT_EMBEDDING_DIMENSIONS, embed, embeddingsBody } from './embeddings.js';
 import type { EngineLoop } from './engine-loop.js';
-import { modelNotFound, SimError } from './errors.js';
+import { contextTooLong, modelNotFound, SimError } from './errors.js';
 import type { FaultSettings, FaultState } from './faults.js';
 import type { SimKvEvents } from './kv-events.js';
 import { Generation } from './generation.js';
@@ -107,9 +107,7 @@ export async function handleEmbeddings(ctx: InferenceContext, request: FastifyRe
   let promptTokens = 0;
   const vectors = inputs.map((input) => {
     const ids = promptTokenIds(input);
-    if (ids.length > ctx.limits.maxModelLen) {
-      throw new SimError(400, `This model's maximum context length is ${ctx.limits.maxModelLen} tokens. However, your request has ${ids.length} input tokens. Please reduce the length of the input messages.`);
-    }
+    if (ids.length > ctx.limits.maxModelLen) throw contextTooLong(ctx.limits.maxModelLen, ids.length);
     promptTokens += ids.length;
     return embed(ids, dimensions);
   });

@@ -227,9 +227,7 @@ export class TimingModel {
     const { id, promptTokens, outputTokens } = request;
     if (!(Number.isInteger(promptTokens) && promptTokens >= 1)) throw new RangeError(`request ${id}: promptTokens must be a positive integer`);
     if (!(Number.isInteger(outputTokens) && outputTokens >= 1)) throw new RangeError(`request ${id}: outputTokens must be a positive integer`);
-    if (promptTokens + outputTokens > this.maxSequenceTokens) {
-      throw new RangeError(`request ${id}: ${promptTokens + outputTokens} tokens exceed the KV capacity of ${this.maxSequenceTokens}`);
-    }
+    this.requireFits(request);
     if (this.byId.has(id)) throw new Error(`request ${id} is already submitted`);
     const seq = new Sequence(request);
     this.byId.set(id, seq);
@@ -349,8 +347,8 @@ export class TimingModel {
    */
   serveInstantly(request: ModelRequest): number {
     const { blockSize } = this.params;
+    this.requireFits(request);
     const total = request.promptTokens + request.outputTokens;
-    if (total > this.maxSequenceTokens) throw new RangeError(`request ${request.id}: ${total} tokens exceed the KV capacity of ${this.maxSequenceTokens}`);
     const hit = this.cache.matchPrefix(request.blockHashes, Math.floor((request.promptTokens - 1) / blockSize));
     const blocks: BlockId[] = [];
     if (!this.cache.acquire(hit, Math.ceil(total / blockSize) - hit.length, blocks)) {
@@ -358,8 +356,7 @@ export class TimingModel {
     }
     // The last sampled token is never fed back, so it is not in the KV.
     const computedBlocks = Math.min(Math.floor((total - 1) / blockSize), request.blockHashes.length);
-    for (let b = hit.length; b < computedBlocks; b++) this.cache.cacheBlock(blocks[b]!, request.blockHashes[b]!);
-    if (computedBlocks > hit.length) this.cacheEvents?.push({ type: 'stored', request, fromBlock: hit.length, toBlock: computedBlocks });
+    this.cacheBlocks(request, blocks, hit.length, computedBlocks);
     this.cache.release(blocks);
     const cachedTokens = hit.length * blockSize;
     this.totals.prefixQueryTokens += request.promptTokens;
@@ -367,6 +364,11 @@ export class TimingModel {
     this.totals.promptTokens += request.promptTokens;
     this.totals.generationTokens += request.outputTokens;
     return cachedTokens;
+  }
+
+  private requireFits(request: ModelRequest): void {
+    const total = request.promptTokens + request.outputTokens;
+    if (total > this.maxSequenceTokens) throw new RangeError(`request ${request.id}: ${total} tokens exceed the KV capacity of ${this.maxSequenceTokens}`);
   }
 
   private grow(seq: Sequence, tokens: number): boolean {
@@ -386,11 +388,14 @@ export class TimingModel {
 
   private commitFullBlocks(seq: Sequence): void {
     const full = Math.floor(seq.computed / this.params.blockSize);
-    const hashes = seq.request.blockHashes;
-    const end = Math.min(full, hashes.length);
-    for (let b = seq.committedBlocks; b < end; b++) this.cache.cacheBlock(seq.blocks[b]!, hashes[b]!);
-    if (end > seq.committedBlocks) this.cacheEvents?.push({ type: 'stored', request: seq.request, fromBlock: seq.committedBlocks, toBlock: end });
+    this.cacheBlocks(seq.request, seq.blocks, seq.committedBlocks, Math.min(full, seq.request.blockHashes.length));
     seq.committedBlocks = full;
+  }
+
+  /** Registers the request's computed blocks [from, to) in the cache, as one BlockStored when there are any. */
+  private cacheBlocks(request: ModelRequest, blocks: readonly BlockId[], from: number, to: number): void {
+    for (let b = from; b < to; b++) this.cache.cacheBlock(blocks[b]!, request.blockHashes[b]!);
+    if (to > from) this.cacheEvents?.push({ type: 'stored', request, fromBlock: from, toBlock: to });
   }
 }
 

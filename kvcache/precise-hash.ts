@@ -112,14 +112,17 @@ function noneHash(seed: string): Buffer {
 function extraKeys(lora: Buffer | undefined, salt: Buffer | undefined): Buffer {
   const keys = [lora, salt].filter((key): key is Buffer => key !== undefined);
   if (keys.length === 0) return Buffer.from([CBOR_NULL]);
-  const head = Buffer.alloc(MAX_HEAD_BYTES);
-  return Buffer.concat([head.subarray(0, writeHead(head, 0, CBOR_ARRAY, keys.length)), ...keys]);
+  return Buffer.concat([cborHead(CBOR_ARRAY, keys.length), ...keys]);
 }
 
 function cborText(text: string): Buffer {
   const utf8 = Buffer.from(text, 'utf8');
+  return Buffer.concat([cborHead(CBOR_TEXT, utf8.length), utf8]);
+}
+
+function cborHead(major: number, value: number): Buffer {
   const head = Buffer.alloc(MAX_HEAD_BYTES);
-  return Buffer.concat([head.subarray(0, writeHead(head, 0, CBOR_TEXT, utf8.length)), utf8]);
+  return head.subarray(0, writeHead(head, 0, major, value));
 }
 
 function writeUint(buf: Buffer, at: number, value: number): number {

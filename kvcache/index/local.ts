@@ -24,6 +24,7 @@
  */
 
 import type { BlockHash, PrefixIndex, PrefixMatches } from '../types.js';
+import { entryBound, requireCapacity } from './bounds.js';
 
 /**
  * Heap bytes per entry in the worst case, where no two engines share a block: 7 Int32 slab slots (28 B), a
@@ -79,12 +80,7 @@ export class LocalPrefixIndex implements PrefixIndex {
   private readonly touched: number[] = [];
 
   constructor(options: LocalPrefixIndexOptions) {
-    const byBytes = options.maxBytes === undefined ? Infinity : Math.floor(options.maxBytes / ENTRY_BYTES);
-    const maxEntries = Math.min(options.maxEntries, byBytes);
-    if (!(Number.isInteger(maxEntries) && maxEntries >= 1)) {
-      throw new RangeError(`the index must hold at least one entry (maxEntries ${options.maxEntries}, maxBytes ${options.maxBytes})`);
-    }
-    this.maxEntries = maxEntries;
+    this.maxEntries = entryBound(options.maxEntries, options.maxBytes, ENTRY_BYTES);
   }
 
   /** Entries (block, engine) and distinct blocks held now. */
@@ -150,7 +146,7 @@ export class LocalPrefixIndex implements PrefixIndex {
   }
 
   setCapacity(engineId: string, blocks: number): void {
-    if (!(Number.isInteger(blocks) && blocks >= 0)) throw new RangeError(`capacity must be a non-negative integer of blocks, got ${blocks}`);
+    requireCapacity(blocks);
     const engine = this.engines[this.engineSlot(engineId)]!;
     engine.capacity = blocks;
     this.trim(engine, blocks);

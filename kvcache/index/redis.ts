@@ -16,6 +16,7 @@
 
 import { Redis } from 'ioredis';
 import type { BlockHash, PrefixIndex, PrefixMatches } from '../types.js';
+import { entryBound, requireCapacity } from './bounds.js';
 import { FLUSH_SCRIPT, MATCH_SCRIPT } from './redis-scripts.js';
 
 /**
@@ -80,12 +81,7 @@ export class RedisPrefixIndex implements PrefixIndex {
   private dropped = 0;
 
   constructor(options: RedisPrefixIndexOptions) {
-    const byBytes = options.maxBytes === undefined ? Infinity : Math.floor(options.maxBytes / REDIS_ENTRY_BYTES);
-    const maxEntries = Math.min(options.maxEntries, byBytes);
-    if (!(Number.isInteger(maxEntries) && maxEntries >= 1)) {
-      throw new RangeError(`the index must hold at least one entry (maxEntries ${options.maxEntries}, maxBytes ${options.maxBytes})`);
-    }
-    this.maxEntries = maxEntries;
+    this.maxEntries = entryBound(options.maxEntries, options.maxBytes, REDIS_ENTRY_BYTES);
     this.keyPrefix = options.keyPrefix ?? DEFAULT_KEY_PREFIX;
     this.flushIntervalMs = options.flushIntervalMs ?? DEFAULT_FLUSH_INTERVAL_MS;
     this.maxBatchBlocks = options.maxBatchBlocks ?? DEFAULT_MAX_BATCH_BLOCKS;
@@ -129,7 +125,7 @@ export class RedisPrefixIndex implements PrefixIndex {
   }
 
   setCapacity(engineId: string, blocks: number): void {
-    if (!(Number.isInteger(blocks) && blocks >= 0)) throw new RangeError(`capacity must be a non-negative integer of blocks, got ${blocks}`);
+    requireCapacity(blocks);
     this.enqueue('k', engineId, String(blocks), 1);
   }
 
