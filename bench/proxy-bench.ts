@@ -2,9 +2,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 import autocannon from 'autocannon';
+import { parseCommandArgs } from '../cli/args.js';
 import { cpuSeconds, pinSelf, startService, type Service } from './child.js';
 
 /**
@@ -27,14 +27,10 @@ const usage = `npm run bench:proxy -- [--runs 3] [--duration 5] [--connections 3
   --unpinned       do not pin processes to CPUs (default: proxies on the last CPU, the rest on the others)
   --profile        run the gateway and the floor with --cpu-prof (profiles in .bench/); inflates their CPU`;
 
-const flags = parseFlags();
-if (flags.help) {
-  console.log(usage);
-  process.exit(0);
-}
-
-function parseFlags() {
-  const options = {
+const flags = parseCommandArgs(
+  'proxy-bench',
+  usage,
+  {
     runs: { type: 'string' },
     duration: { type: 'string' },
     connections: { type: 'string' },
@@ -46,15 +42,9 @@ function parseFlags() {
     'no-prefix': { type: 'boolean', default: false },
     unpinned: { type: 'boolean', default: false },
     profile: { type: 'boolean', default: false },
-    help: { type: 'boolean', short: 'h', default: false },
-  } as const;
-  try {
-    return parseArgs({ options }).values;
-  } catch (err) {
-    console.error(`proxy-bench: ${(err as Error).message}\n\n${usage}`);
-    process.exit(2);
-  }
-}
+  },
+  process.argv.slice(2),
+);
 
 function intSetting(name: string, flag: string | undefined, env: string | undefined, dflt: number, min: number, max: number): number {
   const raw = flag ?? (env === undefined ? undefined : process.env[env]);

@@ -10,7 +10,7 @@ import { DEFAULT_TIMING } from '../engine-sim/timing-model.js';
 import { DEFAULT_BLOCK_SIZE as INDEX_BLOCK_TOKENS } from '../kvcache/block-hash.js';
 import { LocalPrefixIndex } from '../kvcache/index/local.js';
 import { type PolicyName, POLICY_NAMES } from '../router/routing/pipeline.js';
-import { numberFlag, parseCommandArgs } from './args.js';
+import { numberFlag, parseCommandArgs, usageError } from './args.js';
 
 const COMPARISON: readonly PolicyName[] = ['prefix-cache', 'round-robin', 'least-request', 'aibrix-prefix-cache', 'sglang-cache-aware'];
 
@@ -57,20 +57,17 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
     },
     argv,
   );
-  const fail = (message: string): never => {
-    console.error(`switchyard replay: ${message}\n\n${help}`);
-    process.exit(2);
-  };
+  const fail = (message: string): never => usageError('replay', message, help);
   if ((flags.trace === undefined) === (flags.generate === undefined)) fail('give exactly one of --trace and --generate');
   const engines = numberFlag('replay', 'engines', flags.engines, 4, (n) => Number.isInteger(n) && n >= 1 && n <= 1024);
   const rateScale = numberFlag('replay', 'rate-scale', flags['rate-scale'], 1, (n) => n > 0);
   const limit = numberFlag('replay', 'limit', flags.limit, Infinity, (n) => Number.isInteger(n) && n >= 1);
   const seed = numberFlag('replay', 'seed', flags.seed, 1, (n) => Number.isInteger(n) && n >= 0);
   const requestCount = numberFlag('replay', 'requests', flags.requests, 2000, (n) => Number.isInteger(n) && n >= 1);
-  const loadSignal = flags['load-signal'] ?? 'pending';
-  if (loadSignal !== 'pending' && loadSignal !== 'in-flight') fail(`--load-signal must be pending or in-flight, got "${loadSignal}"`);
-  const hashing = flags.hashing ?? 'approximate';
-  if (hashing !== 'approximate' && hashing !== 'vllm') fail(`--hashing must be approximate or vllm, got "${hashing}"`);
+  const oneOf = <T extends string>(flag: string, value: string, allowed: readonly T[]): T =>
+    allowed.includes(value as T) ? (value as T) : fail(`--${flag} must be ${allowed.join(' or ')}, got "${value}"`);
+  const loadSignal = oneOf<LoadSignal>('load-signal', flags['load-signal'] ?? 'pending', ['pending', 'in-flight']);
+  const hashing = oneOf<IndexHashing>('hashing', flags.hashing ?? 'approximate', ['approximate', 'vllm']);
   const policies = (flags.policy?.split(',').map((p) => p.trim()).filter((p) => p !== '') ?? [...COMPARISON]) as PolicyName[];
   for (const p of policies) if (!POLICY_NAMES.includes(p)) fail(`unknown policy "${p}"; known policies: ${POLICY_NAMES.join(', ')}`);
   if (policies.length === 0) fail('--policy names no policy');
@@ -117,8 +114,8 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
     engines,
     policies,
     rateScale,
-    loadSignal: loadSignal as LoadSignal,
-    hashing: hashing as IndexHashing,
+    loadSignal,
+    hashing,
     seed,
     createIndex: () => new LocalPrefixIndex({ maxEntries }),
     onProgress: (policy, done, total) => progress.update(policy, done, total),

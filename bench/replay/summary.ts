@@ -54,7 +54,7 @@ export function summarize(result: SimulationResult): PolicySummary {
 }
 
 /** Nearest-rank percentile of sorted values (q in (0, 1]); NaN when there are none. */
-export function percentile(sorted: readonly number[], q: number): number {
+function percentile(sorted: readonly number[], q: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }

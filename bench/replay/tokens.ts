@@ -1,5 +1,5 @@
 import { createRng, hashInts, mixHashes } from '../../engine-sim/hash.js';
-import { BlockHasher, type BlockHashOptions } from '../../kvcache/block-hash.js';
+import { type BlockHashOptions, promptBlockHashes } from '../../kvcache/block-hash.js';
 import type { BlockHash } from '../../kvcache/types.js';
 import { TRACE_BLOCK_TOKENS, type TraceRequest } from './trace.js';
 
@@ -37,14 +37,9 @@ export function promptTokens(request: TraceRequest): Int32Array {
   return tokens;
 }
 
-/** The router's block hashes of the prompt (kvcache's promptBlockHashes of promptTokens(request)). */
+/** The router's block hashes of the prompt: kvcache's own promptBlockHashes of promptTokens(request). */
 export function routerBlockHashes(request: TraceRequest, options: BlockHashOptions): BlockHash[] {
-  const hasher = new BlockHasher(options);
-  for (let b = 0, at = 0; at < request.inputLength; b++, at += TRACE_BLOCK_TOKENS) {
-    const block = blockTokens(request.hashIds[b]);
-    hasher.push(at + TRACE_BLOCK_TOKENS <= request.inputLength ? block : block.subarray(0, request.inputLength - at));
-  }
-  return hasher.hashes;
+  return promptBlockHashes(promptTokens(request), options);
 }
 
 /**
