@@ -15,19 +15,21 @@ export function parseCommandArgs<O extends Options>(command: string, help: strin
     }
     return parsed.values as ReturnType<typeof parseArgs<{ options: O }>>['values'];
   } catch (err) {
-    console.error(`switchyard ${command}: ${(err as Error).message}\n\n${help}`);
-    process.exit(2);
+    return usageError(command, (err as Error).message, help);
   }
+}
+
+/** Names the problem on stderr, followed by the command's help when given, and exits 2. */
+export function usageError(command: string, message: string, help?: string): never {
+  console.error(help === undefined ? `switchyard ${command}: ${message}` : `switchyard ${command}: ${message}\n\n${help}`);
+  process.exit(2);
 }
 
 /** A numeric flag, or exit 2 naming it. */
 export function numberFlag(command: string, flag: string, value: string | undefined, fallback: number, check: (n: number) => boolean): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (value.trim() === '' || !Number.isFinite(n) || !check(n)) {
-    console.error(`switchyard ${command}: --${flag} ${JSON.stringify(value)} is not valid`);
-    process.exit(2);
-  }
+  if (value.trim() === '' || !Number.isFinite(n) || !check(n)) usageError(command, `--${flag} ${JSON.stringify(value)} is not valid`);
   return n;
 }
 

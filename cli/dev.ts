@@ -5,7 +5,7 @@ import { startSim, type RunningSim } from '../engine-sim/server.js';
 import { configKeyResolver } from '../router/auth.js';
 import { createGateway } from '../router/server.js';
 import { startTelemetry } from '../router/tracing.js';
-import { numberFlag, parseCommandArgs, untilSignal } from './args.js';
+import { numberFlag, parseCommandArgs, untilSignal, usageError } from './args.js';
 
 const help = `switchyard dev [--engines 4] [--port 8080] [--time-scale X] [--models a,b] [--config FILE]
 
@@ -34,10 +34,7 @@ export async function runDevCommand(argv: string[]): Promise<void> {
   const timeScale = numberFlag('dev', 'time-scale', flags['time-scale'], 1, (n) => n > 0);
   const port = flags.port === undefined ? undefined : numberFlag('dev', 'port', flags.port, 8080, (n) => Number.isInteger(n) && n >= 0 && n < 65536);
   const models = (flags.models ?? 'llama-3.1-8b-instruct').split(',').map((m) => m.trim()).filter((m) => m !== '');
-  if (models.length === 0) {
-    console.error('switchyard dev: --models lists no model');
-    process.exit(2);
-  }
+  if (models.length === 0) usageError('dev', '--models lists no model');
 
   const apiKey = process.env.SWITCHYARD_API_KEY || `sk-sy-${randomBytes(24).toString('base64url')}`;
   const keyWasGenerated = apiKey !== process.env.SWITCHYARD_API_KEY;

@@ -2,7 +2,7 @@ import { loadConfig, ConfigError } from '../core/config.js';
 import { configKeyResolver } from '../router/auth.js';
 import { createGateway } from '../router/server.js';
 import { startTelemetry } from '../router/tracing.js';
-import { parseCommandArgs, untilSignal } from './args.js';
+import { parseCommandArgs, untilSignal, usageError } from './args.js';
 
 const help = `switchyard serve --config switchyard.yaml
 
@@ -12,10 +12,7 @@ The config path may also come from env SWITCHYARD_CONFIG. Env PORT overrides ser
 export async function runServeCommand(argv: string[]): Promise<void> {
   const flags = parseCommandArgs('serve', help, { config: { type: 'string', short: 'c' } }, argv);
   const path = flags.config ?? process.env.SWITCHYARD_CONFIG;
-  if (path === undefined) {
-    console.error(`switchyard serve: --config is required\n\n${help}`);
-    process.exit(2);
-  }
+  if (path === undefined) usageError('serve', '--config is required', help);
   const config = loadConfig({ path });
   if (config.engines.length === 0) throw new ConfigError(path, ['engines: list at least one engine to serve']);
   if (config.auth.keys.length === 0) throw new ConfigError(path, ['auth.keys: list at least one API key (sha256 or env)']);

@@ -1,7 +1,7 @@
 import { DEFAULT_TIMING } from '../engine-sim/timing-model.js';
 import { type SimOptions, SIM_DEFAULTS, startSim } from '../engine-sim/server.js';
 import type { FaultSettings } from '../engine-sim/faults.js';
-import { numberFlag, parseCommandArgs, untilSignal } from './args.js';
+import { numberFlag, parseCommandArgs, untilSignal, usageError } from './args.js';
 
 const help = `switchyard sim --model NAME [--port P] [options]
 
@@ -87,17 +87,17 @@ export async function runSimCommand(argv: string[]): Promise<void> {
     return typeof value === 'string' ? numberFlag('sim', flag, value, 0, check) : undefined;
   };
 
-  if (flags.model === undefined || flags.model === '') usageError('--model NAME is required');
+  if (flags.model === undefined || flags.model === '') usageError('sim', '--model NAME is required', help);
   const kvEventsEncoding = flags['kv-events-encoding'];
   if (kvEventsEncoding !== undefined && kvEventsEncoding !== 'array' && kvEventsEncoding !== 'map') {
-    usageError(`--kv-events-encoding ${JSON.stringify(kvEventsEncoding)} is not valid (array or map)`);
+    usageError('sim', `--kv-events-encoding ${JSON.stringify(kvEventsEncoding)} is not valid (array or map)`, help);
   }
   const kvEventsEndpoint = flags['kv-events-endpoint'];
   if (kvEventsEndpoint !== undefined && !/^(tcp|ipc):\/\/./.test(kvEventsEndpoint)) {
-    usageError(`--kv-events-endpoint ${JSON.stringify(kvEventsEndpoint)} is not a ZMQ endpoint (tcp://HOST:PORT)`);
+    usageError('sim', `--kv-events-endpoint ${JSON.stringify(kvEventsEndpoint)} is not a ZMQ endpoint (tcp://HOST:PORT)`, help);
   }
   const dieMode = flags['die-mode'];
-  if (dieMode !== undefined && dieMode !== 'socket' && dieMode !== 'exit') usageError(`--die-mode ${JSON.stringify(dieMode)} is not valid (socket or exit)`);
+  if (dieMode !== undefined && dieMode !== 'socket' && dieMode !== 'exit') usageError('sim', `--die-mode ${JSON.stringify(dieMode)} is not valid (socket or exit)`, help);
 
   const faults: Partial<FaultSettings> = {
     failNext: optional('fail-next', integerAtLeast(0)),
@@ -136,9 +136,4 @@ export async function runSimCommand(argv: string[]): Promise<void> {
   console.log(`switchyard sim listening on ${sim.url} model=${sim.model}${sim.kvEventsEndpoint === undefined ? '' : ` kv-events=${sim.kvEventsEndpoint}`}`);
   await untilSignal();
   await sim.close();
-}
-
-function usageError(message: string): never {
-  console.error(`switchyard sim: ${message}\n\n${help}`);
-  process.exit(2);
 }

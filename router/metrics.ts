@@ -15,26 +15,19 @@ export interface GatewayMetrics {
 
 /** The gateway's own series, `switchyard_` prefixed. Engine gauges read the registry's snapshot at scrape time. */
 export function createGatewayMetrics(registry: Registry, engines: () => readonly EngineSnapshot[]): GatewayMetrics {
-  new Gauge({
-    name: 'switchyard_in_flight_requests',
-    help: 'Requests proxied to an engine and not yet finished',
-    labelNames: ['engine'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const e of engines()) this.set({ engine: e.spec.id }, e.inFlight);
-    },
-  });
-  new Gauge({
-    name: 'switchyard_engine_healthy',
-    help: '1 when the engine passes health checks and is not ejected, else 0',
-    labelNames: ['engine'],
-    registers: [registry],
-    collect() {
-      this.reset();
-      for (const e of engines()) this.set({ engine: e.spec.id }, e.healthy ? 1 : 0);
-    },
-  });
+  const engineGauge = (name: string, help: string, value: (e: EngineSnapshot) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['engine'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const e of engines()) this.set({ engine: e.spec.id }, value(e));
+      },
+    });
+  engineGauge('switchyard_in_flight_requests', 'Requests proxied to an engine and not yet finished', (e) => e.inFlight);
+  engineGauge('switchyard_engine_healthy', '1 when the engine passes health checks and is not ejected, else 0', (e) => (e.healthy ? 1 : 0));
   return {
     requests: new Counter({
       name: 'switchyard_requests_total',

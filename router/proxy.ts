@@ -103,23 +103,26 @@ export async function proxyInference(
   };
   let engineId = 'none';
   let lastFailure: UpstreamFailure | undefined;
-  let released = false;
+  // True while no attempt holds engineId's in-flight slot.
+  let released = true;
   // Prompt tokens the current attempt is expected to prefill; counted on the engine until its first byte.
   let pendingPrefill = 0;
   const prefillDone = () => {
     if (pendingPrefill > 0) registry.prefillDone(engineId, pendingPrefill);
     pendingPrefill = 0;
   };
+  const releaseEngine = () => {
+    if (released) return;
+    released = true;
+    prefillDone();
+    registry.release(engineId);
+  };
   let status = 0;
 
   const finish = (outcome: string) => {
     clearTimeout(deadline);
     reply.raw.off('close', onClientClose);
-    if (!released && engineId !== 'none') {
-      prefillDone();
-      registry.release(engineId);
-    }
-    released = true;
+    releaseEngine();
     metrics.requests.inc({ model, engine: engineId, status: outcome });
     metrics.duration.observe({ model }, (performance.now() - arrivedAt) / 1000);
     span.setAttributes({ 'switchyard.engine': engineId, 'switchyard.retries': Math.max(0, tried.size - 1), 'switchyard.outcome': outcome });
@@ -129,6 +132,8 @@ export async function proxyInference(
 
   try {
     for (let attempt = 1; ; attempt++) {
+      // Cancelled while the prefix was looked up: nothing to send, nor to record in the index.
+      if (cancel !== undefined) throw cancelled(cancel, config);
       const decision = pipeline.route(features, registry.snapshot());
       if (decision === undefined) throw noEngineLeft(model, tried.size, lastFailure, deps);
       engineId = decision.engine.spec.id;
@@ -181,8 +186,7 @@ export async function proxyInference(
         });
       }
 
-      registry.release(engineId);
-      released = true;
+      releaseEngine();
       if (cancel !== undefined) throw cancelled(cancel, config);
       if (outcome.kind === 'final') {
         // A 4xx from the engine is the client's problem; another engine would answer the same.
@@ -343,7 +347,7 @@ function relay(reply: FastifyReply, attempt: Extract<Attempt, { kind: 'ok' }>, h
 function ignore(): void {}
 
 function sseError(message: string, code: string): Buffer {
-  const body = { error: { message, type: 'server_error', param: null, code } };
+  const body = new ApiError(502, message, { type: 'server_error', code }).toJSON();
   return Buffer.from(`data: ${JSON.stringify(body)}\n\n`);
 }
 

@@ -49,7 +49,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   });
 
   const metricsRegistry = createMetricsRegistry({ processMetrics: true });
-  const registry = new EngineRegistry(opts.engines ?? config.engines, {
+  const engines = opts.engines ?? config.engines;
+  const registry = new EngineRegistry(engines, {
     healthIntervalMs: config.health.intervalMs,
     healthTimeoutMs: config.health.timeoutMs,
     failureThreshold: config.health.failureThreshold,
@@ -60,7 +61,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   });
   const metrics = createGatewayMetrics(metricsRegistry, () => registry.snapshot());
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
-  prefix?.setEngines(opts.engines ?? config.engines);
+  prefix?.setEngines(engines);
   const deps: ProxyDeps = {
     prefix,
     sessions: new SessionAffinity(config.session),

@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { loadConfig, type Config } from '../../core/config.js';
+import { loadConfig, mergeDeep, type Config } from '../../core/config.js';
 import type { EngineSpec } from '../../core/engine.js';
 import { startSim, type RunningSim, type SimOptions } from '../../engine-sim/server.js';
 import { configKeyResolver } from '../../router/auth.js';
@@ -46,7 +46,7 @@ export async function startCluster(opts: {
 export async function startGateway(engines: EngineSpec[], overrides: Record<string, unknown> = {}): Promise<Gateway> {
   const config: Config = loadConfig({
     env: {},
-    base: mergeConfig(
+    base: mergeDeep(
       {
         server: { port: 0 },
         auth: { keys: [{ principal: 'test', env: 'TEST_KEY' }] },
@@ -59,18 +59,6 @@ export async function startGateway(engines: EngineSpec[], overrides: Record<stri
     ),
   });
   return await createGateway({ config, resolver: configKeyResolver(config.auth.keys, { TEST_KEY: testKey }) });
-}
-
-function mergeConfig(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const prev = out[k];
-    out[k] =
-      typeof prev === 'object' && prev !== null && !Array.isArray(prev) && typeof v === 'object' && v !== null && !Array.isArray(v)
-        ? mergeConfig(prev as Record<string, unknown>, v as Record<string, unknown>)
-        : v;
-  }
-  return out;
 }
 
 export interface SimProcess {

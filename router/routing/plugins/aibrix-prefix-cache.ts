@@ -1,5 +1,7 @@
 import type { EngineSnapshot } from '../../../core/engine.js';
 import type { Picker, RequestFeatures } from '../types.js';
+import { explainedPicker, matchedBlocks } from './common.js';
+import { randomOf } from './random.js';
 
 /**
  * Emulation of AIBrix's `prefix-cache` routing algorithm, for comparison in the replayer (and selectable in
@@ -20,23 +22,15 @@ import type { Picker, RequestFeatures } from '../types.js';
 export const IMBALANCE_ABS_COUNT = 8;
 export const STDDEV_FACTOR = 1;
 
-interface Decision {
-  readonly request: RequestFeatures;
-  readonly engine: EngineSnapshot;
-  readonly reason: string;
-}
-
 export function aibrixPrefixCachePicker(rng: () => number): Picker {
-  let last: Decision | undefined;
-
   function leastLoaded(engines: readonly EngineSnapshot[]): EngineSnapshot {
     let min = Infinity;
     for (const e of engines) if (e.inFlight < min) min = e.inFlight;
     const least = engines.filter((e) => e.inFlight === min);
-    return least[Math.min(least.length - 1, Math.floor(rng() * least.length))];
+    return randomOf(rng, least);
   }
 
-  function decide(request: RequestFeatures, engines: readonly EngineSnapshot[]): Omit<Decision, 'request'> {
+  return explainedPicker('aibrix-prefix-cache', (request: RequestFeatures, engines: readonly EngineSnapshot[]) => {
     let min = Infinity;
     let max = -Infinity;
     let sum = 0;
@@ -50,7 +44,7 @@ export function aibrixPrefixCachePicker(rng: () => number): Picker {
     const total = request.prefix?.totalBlocks ?? 0;
     const matched: { engine: EngineSnapshot; percent: number }[] = [];
     for (const engine of engines) {
-      const blocks = total === 0 ? 0 : Math.min(total, request.prefix!.matches.get(engine.spec.id) ?? 0);
+      const blocks = matchedBlocks(request, engine.spec.id);
       const percent = Math.floor((blocks * 100) / Math.max(1, total));
       if (percent > 0) matched.push({ engine, percent });
     }
@@ -71,15 +65,5 @@ export function aibrixPrefixCachePicker(rng: () => number): Picker {
     const target = matched.find((m) => m.engine.inFlight <= bound);
     if (target !== undefined) return { engine: target.engine, reason: 'prefix-hit' };
     return { engine: leastLoaded(engines), reason: 'prefix-overloaded' };
-  }
-
-  return {
-    name: 'aibrix-prefix-cache',
-    pick: (request, engines) => {
-      const decision = { request, ...decide(request, engines) };
-      last = decision;
-      return decision.engine;
-    },
-    explain: (request, _engines, chosen) => (last?.request === request && last.engine === chosen ? last.reason : undefined),
-  };
+  });
 }

@@ -1,5 +1,6 @@
 import type { EngineSnapshot } from '../../../core/engine.js';
 import type { RequestFeatures, Scorer } from '../types.js';
+import { lastCall, matchedBlocks } from './common.js';
 import { queuedWork } from './queued-work.js';
 
 /**
@@ -53,10 +54,11 @@ interface Costs {
   readonly minCost: number;
 }
 
-function costs(request: RequestFeatures, engines: readonly EngineSnapshot[]): Costs {
+// Remembered for explain(), which follows score() in the same decision.
+const costs = lastCall((request: RequestFeatures, engines: readonly EngineSnapshot[]): Costs => {
   const total = request.prefix?.totalBlocks ?? 0;
   const load = queuedWork(request, engines);
-  const held = engines.map((e) => (total === 0 ? 0 : Math.min(total, request.prefix!.matches.get(e.spec.id) ?? 0)));
+  const held = engines.map((e) => matchedBlocks(request, e.spec.id));
   // Blocks a majority of the candidates hold: the (floor(n / 2) + 1)-th longest match.
   const majority = [...held].sort((a, b) => b - a)[Math.floor(engines.length / 2)];
   let minCost = Infinity;
@@ -67,7 +69,7 @@ function costs(request: RequestFeatures, engines: readonly EngineSnapshot[]): Co
     return c;
   });
   return { cost, held: effective, majority, minCost };
-}
+});
 
 export const prefixCacheScorer: Scorer = {
   name: 'prefix-cache',

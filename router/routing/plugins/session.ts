@@ -1,5 +1,6 @@
 import type { EngineSnapshot } from '../../../core/engine.js';
 import type { RequestFeatures, Scorer } from '../types.js';
+import { lastCall } from './common.js';
 import { LOCALITY } from './prefix-cache.js';
 import { queuedWork } from './queued-work.js';
 
@@ -11,12 +12,13 @@ import { queuedWork } from './queued-work.js';
  */
 export const SESSION_OVERLOAD = LOCALITY;
 
-function sessionIndex(request: RequestFeatures, engines: readonly EngineSnapshot[]): { at: number; overloaded: boolean } {
+// Remembered for explain(), which follows score() in the same decision.
+const sessionIndex = lastCall((request: RequestFeatures, engines: readonly EngineSnapshot[]): { at: number; overloaded: boolean } => {
   const at = request.sessionEngine === undefined ? -1 : engines.findIndex((e) => e.spec.id === request.sessionEngine);
   if (at === -1) return { at, overloaded: false };
   const load = queuedWork(request, engines);
   return { at, overloaded: load[at] - Math.min(...load) > SESSION_OVERLOAD };
-}
+});
 
 /**
  * A request whose session was last served by an engine (request.sessionEngine, resolved by the gateway from the

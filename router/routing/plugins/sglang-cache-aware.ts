@@ -1,5 +1,7 @@
 import type { EngineSnapshot } from '../../../core/engine.js';
 import type { Picker, RequestFeatures } from '../types.js';
+import { explainedPicker, matchedBlocks } from './common.js';
+import { randomOf } from './random.js';
 
 /**
  * Emulation of the SGLang router's `cache_aware` policy, for comparison in the replayer (and selectable in config):
@@ -26,21 +28,10 @@ export const CACHE_THRESHOLD = 0.5;
 export const BALANCE_ABS_THRESHOLD = 32;
 export const BALANCE_REL_THRESHOLD = 1.1;
 
-interface Decision {
-  readonly request: RequestFeatures;
-  readonly engine: EngineSnapshot;
-  readonly reason: string;
-}
-
 export function sglangCacheAwarePicker(rng: () => number): Picker {
   const treeBlocksByModel = new Map<string, Map<string, number>>();
-  let last: Decision | undefined;
 
-  function randomOf(engines: readonly EngineSnapshot[]): EngineSnapshot {
-    return engines[Math.min(engines.length - 1, Math.floor(rng() * engines.length))];
-  }
-
-  function decide(request: RequestFeatures, engines: readonly EngineSnapshot[], tree: Map<string, number>): Omit<Decision, 'request'> {
+  function decide(request: RequestFeatures, engines: readonly EngineSnapshot[], tree: Map<string, number>): { engine: EngineSnapshot; reason: string } {
     let least = engines[0];
     let max = -Infinity;
     for (const e of engines) {
@@ -54,7 +45,7 @@ export function sglangCacheAwarePicker(rng: () => number): Picker {
     let bestMatch = 0;
     let best: EngineSnapshot[] = [];
     for (const e of engines) {
-      const m = total === 0 ? 0 : Math.min(total, request.prefix!.matches.get(e.spec.id) ?? 0);
+      const m = matchedBlocks(request, e.spec.id);
       if (m > bestMatch) {
         bestMatch = m;
         best = [e];
@@ -62,7 +53,7 @@ export function sglangCacheAwarePicker(rng: () => number): Picker {
         best.push(e);
       }
     }
-    if (total > 0 && bestMatch / total > CACHE_THRESHOLD) return { engine: randomOf(best), reason: 'prefix-hit' };
+    if (total > 0 && bestMatch / total > CACHE_THRESHOLD) return { engine: randomOf(rng, best), reason: 'prefix-hit' };
 
     let smallest = Infinity;
     let smallestEngines: EngineSnapshot[] = [];
@@ -75,22 +66,15 @@ export function sglangCacheAwarePicker(rng: () => number): Picker {
         smallestEngines.push(e);
       }
     }
-    return { engine: randomOf(smallestEngines), reason: 'miss-smallest-cache' };
+    return { engine: randomOf(rng, smallestEngines), reason: 'miss-smallest-cache' };
   }
 
-  return {
-    name: 'sglang-cache-aware',
-    pick: (request, engines) => {
-      let tree = treeBlocksByModel.get(request.model);
-      if (tree === undefined) treeBlocksByModel.set(request.model, (tree = new Map()));
-      const decision = { request, ...decide(request, engines, tree) };
-      const id = decision.engine.spec.id;
-      const total = request.prefix?.totalBlocks ?? 0;
-      const held = Math.min(total, request.prefix?.matches.get(id) ?? 0);
-      tree.set(id, (tree.get(id) ?? 0) + total - held);
-      last = decision;
-      return decision.engine;
-    },
-    explain: (request, _engines, chosen) => (last?.request === request && last.engine === chosen ? last.reason : undefined),
-  };
+  return explainedPicker('sglang-cache-aware', (request, engines) => {
+    let tree = treeBlocksByModel.get(request.model);
+    if (tree === undefined) treeBlocksByModel.set(request.model, (tree = new Map()));
+    const decision = decide(request, engines, tree);
+    const id = decision.engine.spec.id;
+    tree.set(id, (tree.get(id) ?? 0) + (request.prefix?.totalBlocks ?? 0) - matchedBlocks(request, id));
+    return decision;
+  });
 }
