@@ -173,8 +173,14 @@ export class EngineRegistry {
     for (const spec of specs) {
       const state = this.#engines.get(spec.id);
       if (state === undefined || state.spec.url !== spec.url) {
-        if (state !== undefined) closing.push(state.client);
         const fresh = this.#newState(spec);
+        if (state !== undefined) {
+          closing.push(state.client);
+          // Requests still running at the old url will release against this id: keep counting them.
+          fresh.inFlight = state.inFlight;
+          fresh.pendingPrefillTokens = state.pendingPrefillTokens;
+          fresh.snapshot = freeze(fresh);
+        }
         next.set(spec.id, fresh);
         added.push(fresh);
         continue;

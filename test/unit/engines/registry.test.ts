@@ -242,6 +242,21 @@ describe('EngineRegistry', () => {
     expect(moved.state.healthRequests).toBe(1);
   });
 
+  it('keeps counting requests still running when an engine moves to a new url', async () => {
+    const a = await fake();
+    const moved = await fake();
+    const { registry: r } = registry([spec('a', a)], { healthIntervalMs: 60_000, scrapeIntervalMs: 60_000 });
+    await r.start();
+    r.acquire('a', 300);
+    r.acquire('a', 200);
+    await r.setEngines([spec('a', moved)]);
+    expect(byId(r, 'a')).toMatchObject({ inFlight: 2, pendingPrefillTokens: 500 });
+    r.acquire('a', 100);
+    r.prefillDone('a', 300);
+    r.release('a');
+    expect(byId(r, 'a')).toMatchObject({ inFlight: 2, pendingPrefillTokens: 300 });
+  });
+
   it('serves the models of healthy engines only', async () => {
     const a = await fake();
     const b = await fake({ healthStatus: 503 });
