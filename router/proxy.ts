@@ -123,8 +123,11 @@ export async function proxyInference(
     clearTimeout(deadline);
     reply.raw.off('close', onClientClose);
     releaseEngine();
-    metrics.requests.inc({ model, engine: engineId, status: outcome });
-    metrics.duration.observe({ model }, (performance.now() - arrivedAt) / 1000);
+    // The model name is the client's: label with it only when an engine serves it, so that requests for made-up
+    // models cannot create series without bound.
+    const modelLabel = engineId !== 'none' || servesModel(registry, model) ? model : unknownModel;
+    metrics.requests.inc({ model: modelLabel, engine: engineId, status: outcome });
+    metrics.duration.observe({ model: modelLabel }, (performance.now() - arrivedAt) / 1000);
     span.setAttributes({ 'switchyard.engine': engineId, 'switchyard.retries': Math.max(0, tried.size - 1), 'switchyard.outcome': outcome });
     if (status >= 500 || outcome === 'stream_error') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
     span.end();
@@ -389,10 +392,15 @@ function cancelled(why: Cancel, config: Config): ApiError {
   return new ApiError(504, `no answer from an engine within the ${what} limit (${ms} ms)`, { type: 'timeout_error', code: 'timeout' });
 }
 
+const unknownModel = '(unknown)';
+
+function servesModel(registry: EngineRegistry, model: string): boolean {
+  return registry.snapshot().some((e) => e.spec.models.includes(model));
+}
+
 function noEngineLeft(model: string, tried: number, last: UpstreamFailure | undefined, deps: ProxyDeps): ApiError {
   if (tried > 0) return upstreamGaveUp(last, tried);
-  const served = deps.registry.snapshot().some((e) => e.spec.models.includes(model));
-  if (!served) {
+  if (!servesModel(deps.registry, model)) {
     return new ApiError(404, `The model \`${model}\` does not exist or you do not have access to it.`, { code: 'model_not_found', param: 'model' });
   }
   return new ApiError(503, `no healthy engine is serving model \`${model}\` right now`, { type: 'server_error', code: 'no_healthy_engine' });

@@ -77,12 +77,15 @@ describe('bad input gets an OpenAI-shaped error with the right status', () => {
     expectErrorShape(await res.body.json());
   });
 
-  it('404 for a model no engine serves', async () => {
+  it('404 for a model no engine serves, without a metric series per made-up name', async () => {
     const res = await post(chatBody({ model: 'no-such-model' }));
     expect(res.statusCode).toBe(404);
     const err = expectErrorShape(await res.body.json());
     expect(err.code).toBe('model_not_found');
     expect(err.param).toBe('model');
+    const metrics = await (await request(`${cluster.url}/metrics`)).body.text();
+    expect(metrics).not.toContain('no-such-model');
+    expect(metrics).toMatch(/switchyard_requests_total\{model="\(unknown\)",engine="none",status="404"\} 1/);
   });
 
   it('413 for a body over the limit', async () => {
