@@ -4,7 +4,7 @@
  * little-endian float32 as OpenAI's, which the official clients request by default.
  */
 
-import { createRng, hashInts } from './hash.js';
+import { createRng, hashInts } from '../core/hash.js';
 
 export const DEFAULT_EMBEDDING_DIMENSIONS = 256;
 

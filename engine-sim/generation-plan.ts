@@ -4,7 +4,7 @@
  * the engine loop's hot path to bookkeeping, and lets the prefix cache learn output blocks as they are computed.
  */
 
-import { hashInts, mixHashes } from './hash.js';
+import { hashInts, mixHashes } from '../core/hash.js';
 import { type GeneratedText, generateOutput, sampleOutputLength } from './output.js';
 import { type BlockHash, blockHashes } from './prefix-cache.js';
 import { contextTooLong, SimError } from './errors.js';

@@ -4,7 +4,7 @@
  * tokenize(text) gives back the generated ids and a follow-up turn that quotes the answer reuses its KV blocks.
  */
 
-import { createRng, mixHashes } from './hash.js';
+import { createRng, mixHashes } from '../core/hash.js';
 import { pieceId } from '../kvcache/tokenizers/approximate.js';
 
 // Every word is at most MAX_PIECE_CHARS - 1 letters, so it stays one token with its leading space.

@@ -12,7 +12,7 @@
  * per-block objects; the trace replayer builds many of these.
  */
 
-import { hashInts, hashString } from './hash.js';
+import { hashInts, hashString } from '../core/hash.js';
 
 export type BlockHash = number;
 export type BlockId = number;

@@ -1,4 +1,4 @@
-import { createRng } from '../../engine-sim/hash.js';
+import { createRng } from '../../core/hash.js';
 import { TRACE_BLOCK_TOKENS, type TraceRequest } from './trace.js';
 
 /**

@@ -1,5 +1,5 @@
 import { performance } from 'node:perf_hooks';
-import { createRng } from '../../engine-sim/hash.js';
+import { createRng } from '../../core/hash.js';
 import { DEFAULT_TIMING, type TimingParams } from '../../engine-sim/timing-model.js';
 import { blockNamespace, DEFAULT_BLOCK_SIZE as INDEX_BLOCK_TOKENS } from '../../kvcache/block-hash.js';
 import type { PrefixIndex } from '../../kvcache/types.js';

@@ -1,4 +1,4 @@
-import { createRng, hashInts, mixHashes } from '../../engine-sim/hash.js';
+import { createRng, hashInts, mixHashes } from '../../core/hash.js';
 import { type BlockHashOptions, promptBlockHashes } from '../../kvcache/block-hash.js';
 import type { BlockHash } from '../../kvcache/types.js';
 import { TRACE_BLOCK_TOKENS, type TraceRequest } from './trace.js';

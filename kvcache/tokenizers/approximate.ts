@@ -13,7 +13,7 @@
  * MAX_PIECE_CHARS are cut into chunks, which is what brings long words near BPE's ratio.
  */
 
-import { hashString } from '../../engine-sim/hash.js';
+import { hashString } from '../../core/hash.js';
 import type { Tokenizer } from './tokenizer.js';
 
 /** Llama-3's vocabulary size; ordinary pieces are hashed below the special-token range. */

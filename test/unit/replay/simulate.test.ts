@@ -4,7 +4,7 @@ import { perfectPartitionHitRatio, type ReplayRequest, simulate, type Simulation
 import { summarize } from '../../../bench/replay/summary.js';
 import type { TraceRequest } from '../../../bench/replay/trace.js';
 import type { EngineSnapshot } from '../../../core/engine.js';
-import { createRng } from '../../../engine-sim/hash.js';
+import { createRng } from '../../../core/hash.js';
 import { DEFAULT_TIMING } from '../../../engine-sim/timing-model.js';
 import { DEFAULT_BLOCK_SIZE } from '../../../kvcache/block-hash.js';
 import { LocalPrefixIndex } from '../../../kvcache/index/local.js';

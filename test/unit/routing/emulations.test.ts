@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createRng } from '../../../engine-sim/hash.js';
+import { createRng } from '../../../core/hash.js';
 import { createPipeline } from '../../../router/routing/pipeline.js';
 import type { RequestFeatures } from '../../../router/routing/types.js';
 import { engine, prefix, request } from './fixtures.js';

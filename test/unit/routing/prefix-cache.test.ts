@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { EngineSnapshot } from '../../../core/engine.js';
-import { createRng } from '../../../engine-sim/hash.js';
+import { createRng } from '../../../core/hash.js';
 import { LocalPrefixIndex } from '../../../kvcache/index/local.js';
 import { createPipeline } from '../../../router/routing/pipeline.js';
 import { LOCALITY, prefixCacheScorer } from '../../../router/routing/plugins/prefix-cache.js';

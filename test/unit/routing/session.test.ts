@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { createRng } from '../../../engine-sim/hash.js';
+import { createRng } from '../../../core/hash.js';
 import { createPipeline } from '../../../router/routing/pipeline.js';
 import { SESSION_OVERLOAD, sessionScorer } from '../../../router/routing/plugins/session.js';
 import { engine, prefix, request } from './fixtures.js';

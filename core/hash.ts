@@ -1,6 +1,7 @@
 /**
- * Small non-cryptographic hashes and a seeded PRNG shared by the tokenizer, the prefix cache and the output
- * generator. Hashes are 53-bit integers (plain numbers, not bigint or strings) because Map lookups keyed by small
+ * Small non-cryptographic hashes and a seeded PRNG: the approximate tokenizer, the simulated engine (prefix cache,
+ * output text) and the replayer's synthetic traces share them, so the same input gives the same ids everywhere.
+ * Hashes are 53-bit integers (plain numbers, not bigint or strings) because Map lookups keyed by small
  * numbers are the cheapest V8 offers, and the block pool does one per block. 53 bits make accidental collisions
  * between blocks negligible at simulated-cluster scale.
  */
