@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { loadConfig } from '../core/config.js';
 import type { EngineSpec } from '../core/engine.js';
 import { startSim, type RunningSim } from '../engine-sim/server.js';
+import { apiKeyDigest, ControlPlaneError, type ControlPlaneStore } from '../core/db/control-plane-store.js';
 import { configKeyResolver } from '../router/auth.js';
 import { createGateway } from '../router/server.js';
 import { startTelemetry } from '../router/tracing.js';
@@ -15,7 +16,9 @@ The gateway plus N simulated vLLM engines, each its own server on a loopback por
   --time-scale X   run the engines' clocks X times faster than real time (default 1)
   --models a,b     models to serve, assigned to the engines in turn (default llama-3.1-8b-instruct)
   --config FILE    a switchyard.yaml whose settings apply on top (its engines are ignored)
-The API key is env SWITCHYARD_API_KEY, or a new one printed at start.`;
+State is embedded (PGlite in memory, or database.dataDir / DATABASE_URL). A tenant "dev" is seeded with one API key:
+env SWITCHYARD_API_KEY, or a new one printed at start. The admin key (for 'switchyard admin') is env
+SWITCHYARD_ADMIN_KEY, or a new one printed at start.`;
 
 export async function runDevCommand(argv: string[]): Promise<void> {
   const flags = parseCommandArgs(
@@ -36,13 +39,12 @@ export async function runDevCommand(argv: string[]): Promise<void> {
   const models = (flags.models ?? 'llama-3.1-8b-instruct').split(',').map((m) => m.trim()).filter((m) => m !== '');
   if (models.length === 0) usageError('dev', '--models lists no model');
 
-  const apiKey = process.env.SWITCHYARD_API_KEY || `sk-sy-${randomBytes(24).toString('base64url')}`;
-  const keyWasGenerated = apiKey !== process.env.SWITCHYARD_API_KEY;
+  const envKey = process.env.SWITCHYARD_API_KEY || undefined;
 
   const config = loadConfig({
     path: flags.config,
     // The simulated engines speak vLLM's KV events with vLLM's block hashes: the index runs in precise mode.
-    base: { auth: { keys: [{ principal: 'dev', env: 'SWITCHYARD_API_KEY' }] }, kvcache: { hashing: 'vllm' } },
+    base: { kvcache: { hashing: 'vllm' } },
     env: port === undefined ? process.env : { ...process.env, PORT: String(port) },
   });
   const kvEvents = config.kvcache.enabled && config.kvcache.hashing === 'vllm';
@@ -70,16 +72,16 @@ export async function runDevCommand(argv: string[]): Promise<void> {
   }));
 
   const stopTelemetry = await startTelemetry();
-  const gateway = await createGateway({
-    config,
-    engines,
-    resolver: configKeyResolver(config.auth.keys, { ...process.env, SWITCHYARD_API_KEY: apiKey }),
-  });
+  const envAdminKey = process.env[config.admin.keyEnv] || undefined;
+  const adminKey = envAdminKey ?? `sk-sy-admin-${randomBytes(24).toString('base64url')}`;
+  const gateway = await createGateway({ config, engines, resolver: configKeyResolver(config.auth.keys), adminKey });
+  const { key: apiKey, generated: keyWasGenerated } = await seedDevTenant(gateway.store!, envKey);
   const url = await gateway.listen();
 
   console.log(`switchyard dev: gateway on ${url} with ${engineCount} simulated engine(s)`);
   console.log(`  models:  ${models.join(', ')}`);
   console.log(`  API key: ${keyWasGenerated ? `${apiKey}   (generated; set SWITCHYARD_API_KEY to choose one)` : '(from SWITCHYARD_API_KEY)'}`);
+  console.log(`  admin:   ${envAdminKey === undefined ? `${adminKey}   (generated; set ${config.admin.keyEnv} to choose one)` : `(from ${config.admin.keyEnv})`}`);
   console.log(`  try:     curl -s ${url}/v1/chat/completions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\`);
   console.log(`             -d '{"model":"${models[0]}","messages":[{"role":"user","content":"hi"}]}'`);
 
@@ -87,4 +89,31 @@ export async function runDevCommand(argv: string[]): Promise<void> {
   await gateway.close();
   await Promise.all(sims.map((s) => s.close()));
   await stopTelemetry();
+}
+
+/**
+ * The tenant "dev" and its key in the control-plane database. The key is env SWITCHYARD_API_KEY when set
+ * (imported, hashed like any other), else a new one. A persistent data dir may already hold both.
+ */
+async function seedDevTenant(store: ControlPlaneStore, envKey: string | undefined): Promise<{ key: string; generated: boolean }> {
+  try {
+    await store.createTenant({ name: 'dev' });
+  } catch (err) {
+    if (!(err instanceof ControlPlaneError && err.kind === 'conflict')) throw err;
+  }
+  if (envKey !== undefined) {
+    const existing = await store.findKeyByDigest(apiKeyDigest(envKey));
+    if (existing === null) {
+      try {
+        await store.createApiKey('dev', { key: envKey });
+      } catch (err) {
+        if (err instanceof ControlPlaneError) usageError('dev', `SWITCHYARD_API_KEY: ${err.message}`);
+        throw err;
+      }
+    } else if (existing.revoked || existing.expired || existing.tenantName !== 'dev') {
+      throw new Error('SWITCHYARD_API_KEY is already registered in the database but revoked, expired or not the dev tenant\'s');
+    }
+    return { key: envKey, generated: false };
+  }
+  return { key: (await store.createApiKey('dev')).key, generated: true };
 }

@@ -7,7 +7,9 @@ import { parseCommandArgs, untilSignal, usageError } from './args.js';
 const help = `switchyard serve --config switchyard.yaml
 
 The production gateway: OpenAI-compatible API in front of the engines listed in the config.
-The config path may also come from env SWITCHYARD_CONFIG. Env PORT overrides server.port.`;
+The config path may also come from env SWITCHYARD_CONFIG. Env PORT overrides server.port.
+Control plane: database.url (env DATABASE_URL) or embedded PGlite (database.dataDir, else in memory).
+Admin API under /admin/ when env SWITCHYARD_ADMIN_KEY (admin.keyEnv) is set.`;
 
 export async function runServeCommand(argv: string[]): Promise<void> {
   const flags = parseCommandArgs('serve', help, { config: { type: 'string', short: 'c' } }, argv);
@@ -15,7 +17,6 @@ export async function runServeCommand(argv: string[]): Promise<void> {
   if (path === undefined) usageError('serve', '--config is required', help);
   const config = loadConfig({ path });
   if (config.engines.length === 0) throw new ConfigError(path, ['engines: list at least one engine to serve']);
-  if (config.auth.keys.length === 0) throw new ConfigError(path, ['auth.keys: list at least one API key (sha256 or env)']);
   let resolver;
   try {
     resolver = configKeyResolver(config.auth.keys);
@@ -23,7 +24,8 @@ export async function runServeCommand(argv: string[]): Promise<void> {
     throw new ConfigError(path, [(err as Error).message]);
   }
   const stopTelemetry = await startTelemetry();
-  const gateway = await createGateway({ config, resolver });
+  // API keys come from auth.keys and from the control-plane database (managed with `switchyard admin`).
+  const gateway = await createGateway({ config, resolver, adminKey: process.env[config.admin.keyEnv] });
   const url = await gateway.listen();
   console.log(`switchyard gateway listening on ${url}`);
   await untilSignal();

@@ -66,7 +66,32 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
-    auth: z.object({ keys: z.array(KeySchema).default([]) }).strict().prefault({}),
+    auth: z
+      .object({
+        /** Keys from config; keys from the database (admin API) are accepted too, config keys checked first. */
+        keys: z.array(KeySchema).default([]),
+        /** How long a database key lookup (hit or miss) is cached per replica; bounds how late a revocation bites elsewhere. */
+        keyCacheTtlMs: ms(5_000),
+        keyCacheMaxEntries: z.number().int().positive().default(10_000),
+      })
+      .strict()
+      .prefault({}),
+    database: z
+      .object({
+        /** Postgres holds the control plane when set; env DATABASE_URL overrides. Unset: embedded PGlite. */
+        url: z.string().regex(/^postgres(ql)?:\/\//, 'a postgres:// or postgresql:// URL').optional(),
+        /** PGlite data directory when no url is set; unset: in memory (lost at exit). */
+        dataDir: z.string().min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
+    admin: z
+      .object({
+        /** Env variable holding the admin key that guards /admin/; unset or empty there: /admin/ is not served. */
+        keyEnv: z.string().min(1).default('SWITCHYARD_ADMIN_KEY'),
+      })
+      .strict()
+      .prefault({}),
     engines: z.array(EngineSchema).default([]),
     models: z.array(ModelSchema).default([]),
     routing: RoutingSchema.prefault({}),
@@ -198,6 +223,7 @@ const envOverrides: ReadonlyArray<{ env: string; path: readonly string[]; parse:
   { env: 'SWITCHYARD_LOG_LEVEL', path: ['log', 'level'], parse: String },
   { env: 'SWITCHYARD_ROUTING_POLICY', path: ['routing', 'policy'], parse: String },
   { env: 'REDIS_URL', path: ['redis', 'url'], parse: String },
+  { env: 'DATABASE_URL', path: ['database', 'url'], parse: String },
 ];
 
 export interface LoadOptions {

@@ -1,9 +1,20 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { KeyConfig } from '../core/config.js';
 
-/** Who is calling. The tenant database of a later stage resolves keys to the same shape. */
+/** Who is calling: a config key's principal, or a database key with its tenant. */
 export interface Principal {
   readonly id: string;
+  /** Set for keys from the control-plane database. */
+  readonly tenant?: TenantInfo;
+  /** The database key's id (api_keys.id); absent for config keys. */
+  readonly keyId?: string;
+}
+
+export interface TenantInfo {
+  readonly id: string;
+  readonly name: string;
+  readonly weight: number;
+  readonly priority: number;
 }
 
 /**
@@ -46,4 +57,17 @@ export function bearerKey(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
   const match = /^Bearer\s+(\S+)\s*$/i.exec(header);
   return match?.[1];
+}
+
+/** Tries each resolver in turn; the first that knows the key wins. */
+export function composeResolvers(...resolvers: readonly PrincipalResolver[]): PrincipalResolver {
+  return {
+    async resolve(apiKey) {
+      for (const r of resolvers) {
+        const p = await r.resolve(apiKey);
+        if (p !== undefined) return p;
+      }
+      return undefined;
+    },
+  };
 }

@@ -3,9 +3,13 @@ import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest }
 import type { Registry } from 'prom-client';
 import { ConfigError, type Config } from '../core/config.js';
 import type { EngineSpec } from '../core/engine.js';
+import { ControlPlaneError, ControlPlaneStore } from '../core/db/control-plane-store.js';
+import { migrate } from '../core/db/migrate.js';
+import { openDatabase, type SqlClient } from '../core/db/sql-client.js';
 import { ApiError } from '../core/errors.js';
 import { createMetricsRegistry } from '../core/metrics.js';
-import { bearerKey, type Principal, type PrincipalResolver } from './auth.js';
+import { adminRoutes } from './admin.js';
+import { bearerKey, composeResolvers, type Principal, type PrincipalResolver } from './auth.js';
 import { servedModels } from './engines/models.js';
 import { EngineRegistry } from './engines/registry.js';
 import { createGatewayMetrics } from './metrics.js';
@@ -14,18 +18,31 @@ import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
 import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
 import { SessionAffinity } from './sessions.js';
+import { tenantKeyResolver, type TenantKeyResolver } from './tenant-auth.js';
 
 export interface GatewayOptions {
   readonly config: Config;
+  /** Keys from config (checked before the database's). */
   readonly resolver: PrincipalResolver;
   /** Engines to route to; defaults to the config's. */
   readonly engines?: readonly EngineSpec[];
+  /**
+   * The control-plane database. Undefined: opened from `config.database` (Postgres, else PGlite) and closed with
+   * the gateway. A client: used as is (migrated, not closed). null: no control plane (config keys only, no /admin).
+   */
+  readonly db?: SqlClient | null;
+  /** The admin key guarding /admin/ (the caller reads it from env `config.admin.keyEnv`); unset or empty: no /admin. */
+  readonly adminKey?: string;
 }
 
 export interface Gateway {
   readonly app: FastifyInstance;
   readonly registry: EngineRegistry;
   readonly metricsRegistry: Registry;
+  /** The control-plane store, when the gateway has a database. */
+  readonly store: ControlPlaneStore | undefined;
+  /** Database keys -> tenant, with its LRU; undefined without a database. */
+  readonly tenantKeys: TenantKeyResolver | undefined;
   /** Probes the engines once, then listens; resolves to the gateway's base URL. */
   listen(): Promise<string>;
   close(): Promise<void>;
@@ -34,7 +51,7 @@ export interface Gateway {
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
-  const { config, resolver } = opts;
+  const { config } = opts;
   const app = Fastify({
     logger: { level: config.log.level, redact: ['req.headers.authorization'] },
     bodyLimit: config.server.bodyLimitBytes,
@@ -44,7 +61,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       return typeof given === 'string' && requestIdPattern.test(given) ? given : randomUUID();
     },
     // Types are checked, not coerced: "stream": "true" is a client bug worth a 400.
-    ajv: { customOptions: { coerceTypes: false, allErrors: false } },
+    // Unknown fields are refused where a schema says additionalProperties: false (the admin API), not dropped.
+    ajv: { customOptions: { coerceTypes: false, allErrors: false, removeAdditional: false } },
     return503OnClosing: true,
   });
 
@@ -72,6 +90,35 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     pools: new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const]))),
   };
 
+  // The control plane last, so nothing above can fail and leave it open.
+  let db: SqlClient | undefined;
+  let ownsDb = false;
+  if (opts.db === undefined) {
+    try {
+      db = await openDatabase({ url: config.database.url, dataDir: config.database.dataDir });
+    } catch (err) {
+      await prefix?.close();
+      throw err;
+    }
+    ownsDb = true;
+  } else if (opts.db !== null) {
+    db = opts.db;
+  }
+  let store: ControlPlaneStore | undefined;
+  let tenantKeys: TenantKeyResolver | undefined;
+  if (db !== undefined) {
+    try {
+      await migrate(db);
+    } catch (err) {
+      if (ownsDb) await db.close().catch(() => {});
+      await prefix?.close();
+      throw err;
+    }
+    store = new ControlPlaneStore(db);
+    tenantKeys = tenantKeyResolver(store, { ttlMs: config.auth.keyCacheTtlMs, maxEntries: config.auth.keyCacheMaxEntries });
+  }
+  const resolver = tenantKeys === undefined ? opts.resolver : composeResolvers(opts.resolver, tenantKeys);
+
   app.decorateRequest('rawBody', null);
   app.decorateRequest('principal', null);
 
@@ -88,7 +135,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     }
   });
 
-  app.setErrorHandler((error: FastifyError | ApiError, request, reply) => {
+  app.setErrorHandler((error: FastifyError | ApiError | ControlPlaneError, request, reply) => {
     const apiError = toApiError(error);
     if (apiError.status >= 500 && !(error instanceof ApiError)) request.log.error({ err: error }, 'unhandled error');
     void reply.code(apiError.status).headers(apiError.headers).send(apiError.toJSON());
@@ -110,10 +157,21 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     if (key === undefined) {
       throw new ApiError(401, 'missing API key: send it as "Authorization: Bearer <key>"', { code: 'missing_api_key' });
     }
-    const principal = await resolver.resolve(key);
+    let principal: Principal | undefined;
+    try {
+      principal = await resolver.resolve(key);
+    } catch (err) {
+      request.log.error({ err }, 'API key lookup failed');
+      throw new ApiError(503, 'the API key store is unavailable; retry shortly', { code: 'key_store_unavailable' });
+    }
     if (principal === undefined) throw new ApiError(401, 'invalid API key', { code: 'invalid_api_key' });
     request.principal = principal;
   };
+
+  if (store !== undefined && tenantKeys !== undefined && opts.adminKey !== undefined && opts.adminKey !== '') {
+    const adminDeps = { store, keys: tenantKeys, adminKey: opts.adminKey };
+    app.register(async (admin) => adminRoutes(admin, adminDeps));
+  }
 
   app.register(async (v1) => {
     // onRequest runs before the body is read, so an unauthenticated client cannot make us parse anything.
@@ -133,6 +191,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     app,
     registry,
     metricsRegistry,
+    store,
+    tenantKeys,
     async listen() {
       await registry.start();
       return app.listen({ host: config.server.host, port: config.server.port });
@@ -141,6 +201,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await app.close();
       await registry.stop();
       await prefix?.close();
+      if (ownsDb) await db?.close();
     },
   };
 }
@@ -153,8 +214,12 @@ function routingPipeline(config: Config): RoutingPipeline {
   }
 }
 
-function toApiError(error: FastifyError | ApiError): ApiError {
+function toApiError(error: FastifyError | ApiError | ControlPlaneError): ApiError {
   if (error instanceof ApiError) return error;
+  if (error instanceof ControlPlaneError) {
+    const status = error.kind === 'conflict' ? 409 : error.kind === 'not_found' ? 404 : 400;
+    return new ApiError(status, error.message, { code: error.kind === 'not_found' ? 'not_found' : error.kind === 'conflict' ? 'conflict' : 'invalid_request' });
+  }
   if (error.validation !== undefined && error.validation.length > 0) {
     const first = error.validation[0]!;
     const missing = (first.params as { missingProperty?: string }).missingProperty;

@@ -210,14 +210,20 @@ export class ControlPlaneStore {
   // --------------------------------------------------------------------------------------------- keys
 
   /** Creates a key for the tenant (by name). The clear key is in the result and nowhere else, ever. */
-  async createApiKey(tenant: string, opts: { expiresAt?: Date | null } = {}): Promise<CreatedApiKey> {
+  async createApiKey(tenant: string, opts: { expiresAt?: Date | null; /** Import this clear key instead of generating one (dev). */ key?: string } = {}): Promise<CreatedApiKey> {
     const t = await this.requireTenant(tenant);
-    const key = generateApiKey();
-    const { rows } = await this.db.query<KeyRow>(
-      `INSERT INTO api_keys (tenant_id, digest, prefix, expires_at) VALUES ($1, $2, $3, $4) RETURNING ${KEY_COLS}`,
-      [t.id, apiKeyDigest(key), key.slice(0, DISPLAY_PREFIX_CHARS), opts.expiresAt ?? null],
-    );
-    return { ...toKey(rows[0]!), key };
+    if (opts.key !== undefined && opts.key.length < 8) throw new ControlPlaneError('invalid', 'an imported API key must have at least 8 characters');
+    const key = opts.key ?? generateApiKey();
+    try {
+      const { rows } = await this.db.query<KeyRow>(
+        `INSERT INTO api_keys (tenant_id, digest, prefix, expires_at) VALUES ($1, $2, $3, $4) RETURNING ${KEY_COLS}`,
+        [t.id, apiKeyDigest(key), key.slice(0, DISPLAY_PREFIX_CHARS), opts.expiresAt ?? null],
+      );
+      return { ...toKey(rows[0]!), key };
+    } catch (err) {
+      if (sqlErrorCode(err) === '23505') throw new ControlPlaneError('conflict', 'that API key is already registered', { cause: err });
+      throw err;
+    }
   }
 
   async listApiKeys(tenant: string): Promise<ApiKeyInfo[]> {

@@ -6,6 +6,7 @@ import { loadConfig, mergeDeep, type Config } from '../../core/config.js';
 import type { EngineSpec } from '../../core/engine.js';
 import { startSim, type RunningSim, type SimOptions } from '../../engine-sim/server.js';
 import { configKeyResolver } from '../../router/auth.js';
+import type { SqlClient } from '../../core/db/sql-client.js';
 import { createGateway, type Gateway } from '../../router/server.js';
 
 export const testKey = 'sk-test-0123456789abcdef';
@@ -25,11 +26,13 @@ export async function startCluster(opts: {
   engines?: number;
   sim?: Partial<SimOptions>;
   config?: Record<string, unknown>;
+  /** A control-plane database and admin key; default none (config keys only, no /admin). */
+  controlPlane?: ControlPlaneOptions;
 }): Promise<Cluster> {
   const sims: RunningSim[] = [];
   for (let i = 0; i < (opts.engines ?? 2); i++) sims.push(await startSim({ model: testModel, port: 0, timeScale: 50, seed: i, ...opts.sim }));
   const engines: EngineSpec[] = sims.map((s, i) => ({ id: `sim-${i}`, url: s.url, kind: 'vllm', models: [s.model], labels: { pool: 'default' } }));
-  const gateway = await startGateway(engines, opts.config);
+  const gateway = await startGateway(engines, opts.config, opts.controlPlane);
   const url = await gateway.listen();
   return {
     url,
@@ -43,7 +46,12 @@ export async function startCluster(opts: {
 }
 
 /** A gateway on an ephemeral port in front of the given engines; fast health checks for tests. */
-export async function startGateway(engines: EngineSpec[], overrides: Record<string, unknown> = {}): Promise<Gateway> {
+export interface ControlPlaneOptions {
+  db: SqlClient;
+  adminKey?: string;
+}
+
+export async function startGateway(engines: EngineSpec[], overrides: Record<string, unknown> = {}, controlPlane?: ControlPlaneOptions): Promise<Gateway> {
   const config: Config = loadConfig({
     env: {},
     base: mergeDeep(
@@ -58,7 +66,12 @@ export async function startGateway(engines: EngineSpec[], overrides: Record<stri
       overrides,
     ),
   });
-  return await createGateway({ config, resolver: configKeyResolver(config.auth.keys, { TEST_KEY: testKey }) });
+  return await createGateway({
+    config,
+    resolver: configKeyResolver(config.auth.keys, { TEST_KEY: testKey }),
+    db: controlPlane?.db ?? null,
+    adminKey: controlPlane?.adminKey,
+  });
 }
 
 export interface SimProcess {

@@ -121,6 +121,15 @@ export function controlPlaneSuite(open: () => Promise<TestDatabase>): void {
       expect(await store.findKeyByDigest(apiKeyDigest(later.key))).toMatchObject({ expired: false });
       await expect(store.createApiKey('ghost')).rejects.toMatchObject({ kind: 'not_found' });
     });
+
+    it('imports a chosen clear key (dev), hashed like any other; twice is a conflict, too short invalid', async () => {
+      const chosen = `sk-chosen-${Date.now()}-0123456789`;
+      const k = await store.createApiKey('beta', { key: chosen });
+      expect(k.key).toBe(chosen);
+      expect(await store.findKeyByDigest(apiKeyDigest(chosen))).toMatchObject({ keyId: k.id, tenantName: 'beta' });
+      await expect(store.createApiKey('beta', { key: chosen })).rejects.toMatchObject({ kind: 'conflict' });
+      await expect(store.createApiKey('beta', { key: 'short' })).rejects.toMatchObject({ kind: 'invalid' });
+    });
   });
 
   describe('quotas', () => {
