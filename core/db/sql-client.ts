@@ -53,36 +53,26 @@ async function withSavepoint<T>(tx: SqlClient, fn: (tx: SqlClient) => Promise<T>
 
 // ---------------------------------------------------------------------------------------------- PGlite
 
-interface PgliteQueryable {
-  query<R>(text: string, params?: unknown[]): Promise<{ rows: R[] }>;
-  exec(text: string): Promise<unknown>;
-}
-
 async function openPglite(dataDir: string | undefined): Promise<SqlClient> {
   const { PGlite } = await import('@electric-sql/pglite');
   const db = dataDir === undefined ? new PGlite() : new PGlite(dataDir);
   await db.waitReady;
-  const txClient = (tx: PgliteQueryable): SqlClient => {
-    const client: SqlClient = {
-      kind: 'pglite',
-      query: async <R>(text: string, params?: unknown[]) => ({ rows: (await tx.query<R>(text, params ?? [])).rows }),
-      exec: async (text: string) => {
-        await tx.exec(text);
-      },
-      transaction: <T>(fn: (inner: SqlClient) => Promise<T>) => withSavepoint(client, fn),
-      close: async () => {
-        throw new Error('close() inside a transaction');
-      },
-    };
-    return client;
-  };
   return {
     kind: 'pglite',
     query: async <R>(text: string, params?: unknown[]) => ({ rows: (await db.query<R>(text, params ?? [])).rows }),
     exec: async (text: string) => {
       await db.exec(text);
     },
-    transaction: <T>(fn: (tx: SqlClient) => Promise<T>) => db.transaction((tx) => fn(txClient(tx))),
+    transaction: <T>(fn: (tx: SqlClient) => Promise<T>) =>
+      db.transaction((tx) =>
+        fn(
+          inTransaction(
+            'pglite',
+            (text, params) => tx.query(text, params ?? []),
+            (text) => tx.exec(text),
+          ),
+        ),
+      ),
     close: () => db.close(),
   };
 }
@@ -100,21 +90,6 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Sql
   // An idle client that loses its server (Postgres restarted) emits 'error' on the pool; without a listener
   // that would crash the process. The next query simply gets a fresh connection.
   pool.on('error', () => {});
-  const clientOf = (conn: { query: (text: string, params?: unknown[]) => Promise<{ rows: unknown[] }> }): SqlClient => {
-    const client: SqlClient = {
-      kind: 'postgres',
-      query: async <R>(text: string, params?: unknown[]) => ({ rows: (await conn.query(text, params)).rows as R[] }),
-      // Without parameters node-postgres uses the simple query protocol, which accepts several statements.
-      exec: async (text: string) => {
-        await conn.query(text);
-      },
-      transaction: <T>(fn: (inner: SqlClient) => Promise<T>) => withSavepoint(client, fn),
-      close: async () => {
-        throw new Error('close() inside a transaction');
-      },
-    };
-    return client;
-  };
   return {
     kind: 'postgres',
     query: async <R>(text: string, params?: unknown[]) => ({ rows: (await pool.query(text, params)).rows as R[] }),
@@ -127,7 +102,14 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Sql
       try {
         await conn.query('BEGIN');
         try {
-          const out = await fn(clientOf(conn));
+          // Without parameters node-postgres uses the simple query protocol, which accepts several statements.
+          const out = await fn(
+            inTransaction(
+              'postgres',
+              (text, params) => conn.query(text, params),
+              (text) => conn.query(text),
+            ),
+          );
           await conn.query('COMMIT');
           return out;
         } catch (err) {
@@ -144,4 +126,24 @@ async function openPostgres(url: string, opts: OpenDatabaseOptions): Promise<Sql
     },
     close: () => pool.end(),
   };
+}
+
+/** A client bound to one open transaction: nested transactions become savepoints, and closing is a mistake. */
+function inTransaction(
+  kind: SqlClient['kind'],
+  query: (text: string, params: unknown[] | undefined) => Promise<{ rows: unknown[] }>,
+  exec: (text: string) => Promise<unknown>,
+): SqlClient {
+  const client: SqlClient = {
+    kind,
+    query: async <R>(text: string, params?: unknown[]) => ({ rows: (await query(text, params)).rows as R[] }),
+    exec: async (text: string) => {
+      await exec(text);
+    },
+    transaction: <T>(fn: (inner: SqlClient) => Promise<T>) => withSavepoint(client, fn),
+    close: async () => {
+      throw new Error('close() inside a transaction');
+    },
+  };
+  return client;
 }
