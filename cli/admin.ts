@@ -14,6 +14,11 @@ Manages a running gateway through its admin API (/admin/). The admin key is env 
   key list --tenant NAME                          ids and display prefixes, never the keys
   key revoke ID
   quota set --tenant NAME [--model M] [--key ID] [--rpm N] [--tpm N]   (neither --rpm nor --tpm: removes that quota)
+  model register NAME [--all-tenants]   restrict a model to granted tenants (or open it to all with --all-tenants)
+  model allow NAME --tenant T           grant a registered model to a tenant
+  model disallow NAME --tenant T
+  model unregister NAME                 open the model to every tenant again (unregistered models are open)
+  model list [--json]
   usage [--tenant NAME] [--since ISO-8601] [--json]                  sums per tenant and model
 
 Exit status: 0 done, 1 the gateway refused or could not be reached, 2 bad usage.`;
@@ -31,6 +36,7 @@ const options = {
   key: { type: 'string' },
   since: { type: 'string' },
   json: { type: 'boolean' },
+  'all-tenants': { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -81,7 +87,7 @@ export async function runAdminCommand(argv: string[]): Promise<void> {
     return n;
   };
   const requireTenant = () => flags.tenant ?? usageError('admin', '--tenant NAME is required', help);
-  const call = (method: 'GET' | 'POST' | 'PATCH' | 'PUT', path: string, body?: unknown) => {
+  const call = (method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE', path: string, body?: unknown) => {
     if (adminKey === undefined || adminKey === '') usageError('admin', 'set env SWITCHYARD_ADMIN_KEY to the gateway\'s admin key');
     return callApi(base, adminKey, method, path, body);
   };
@@ -145,6 +151,37 @@ export async function runAdminCommand(argv: string[]): Promise<void> {
         };
         if (q.deleted === true) console.log('quota removed');
         else console.log(`quota (${q.scope}): rpm ${q.rpm ?? 'unlimited'}, tpm ${q.tpm ?? 'unlimited'}`);
+        return;
+      }
+      case 'model register': {
+        allowed('all-tenants');
+        const [name] = positionals(1, 'a model NAME');
+        const m = (await call('PUT', `/admin/models/${seg(name!)}`, { allTenants: flags['all-tenants'] === true })) as { name: string; allTenants: boolean };
+        console.log(`model ${m.name}: ${m.allTenants ? 'open to every tenant' : 'only for tenants granted it (model allow)'}`);
+        return;
+      }
+      case 'model allow':
+      case 'model disallow': {
+        allowed('tenant');
+        const [name] = positionals(1, 'a model NAME');
+        const tenant = requireTenant();
+        await call(action === 'allow' ? 'PUT' : 'DELETE', `/admin/models/${seg(name!)}/tenants/${seg(tenant)}`);
+        console.log(`tenant ${tenant} ${action === 'allow' ? 'may now use' : 'may no longer use'} model ${name}`);
+        return;
+      }
+      case 'model unregister': {
+        allowed();
+        const [name] = positionals(1, 'a model NAME');
+        await call('DELETE', `/admin/models/${seg(name!)}`);
+        console.log(`model ${name} is open to every tenant again`);
+        return;
+      }
+      case 'model list': {
+        allowed('json');
+        positionals(0, 'no arguments');
+        const res = (await call('GET', '/admin/models')) as { data: { name: string; allTenants: boolean; tenants: string[] }[] };
+        if (flags.json === true) console.log(JSON.stringify(res.data, null, 2));
+        else printTable(['MODEL', 'ACCESS'], res.data.map((m) => [m.name, m.allTenants ? 'all tenants' : m.tenants.length === 0 ? '(no tenant)' : m.tenants.join(', ')]));
         return;
       }
       case 'usage': {

@@ -163,9 +163,68 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    limits: z
+      .object({
+        /**
+         * Redis unreachable: 'open' admits on per-replica local counters (logged and counted), 'closed' answers 503.
+         * Either way the next request tries Redis again, so it recovers by itself.
+         */
+        failMode: z.enum(['open', 'closed']).default('open'),
+        /** Completion tokens reserved when a request sets no max_tokens; corrected to the real count at the end. */
+        defaultMaxTokens: z.number().int().positive().default(1024),
+        /** Key prefix of the counters in Redis. */
+        redisKeyPrefix: z.string().min(1).default('switchyard:rl:'),
+        /** A Redis call slower than this counts as Redis being down (fail-open or fail-closed applies). */
+        redisTimeoutMs: ms(250),
+      })
+      .strict()
+      .prefault({}),
+    queue: z
+      .object({
+        /** Hold requests in a fair queue while every engine that could serve them is saturated. */
+        enabled: z.boolean().default(true),
+        /** Requests waiting at most, all tenants together; beyond it, 429 at once. */
+        maxQueued: z.number().int().positive().default(1_000),
+        /** Longest wait in the queue (the request's time-to-first-token budget); then 429 queue_timeout. */
+        maxWaitMs: ms(30_000),
+        /** VTC cost of a prompt token and of a completion token (the paper's defaults: 1 and 2). */
+        promptWeight: z.number().nonnegative().default(1),
+        completionWeight: z.number().nonnegative().default(2),
+        /** An engine is saturated when any of these is reached; unset: that signal is not used. */
+        saturation: z
+          .object({
+            /** Requests this gateway has in flight on the engine. */
+            maxInFlight: z.number().int().positive().optional(),
+            /** Requests waiting in the engine's own queue (scraped). */
+            maxWaiting: z.number().int().nonnegative().optional(),
+            /** The engine's KV-cache usage, 0..1 (scraped). */
+            maxKvUsage: z.number().positive().max(1).optional(),
+          })
+          .strict()
+          .prefault({ maxInFlight: 256, maxWaiting: 32, maxKvUsage: 0.98 }),
+      })
+      .strict()
+      .prefault({}),
+    usage: z
+      .object({
+        /** Redis stream the usage events go through when Redis is configured. */
+        streamKey: z.string().min(1).default('switchyard:usage'),
+        /** Consumer group of the writers that move usage events from the stream into the database. */
+        group: z.string().min(1).default('usage-writers'),
+        /** Rows per database insert. */
+        batchSize: z.number().int().positive().max(5_000).default(500),
+        /** Longest a usage row waits in memory before its batch is written. */
+        flushIntervalMs: ms(200),
+        /** A stream entry read by a writer and not acknowledged for this long is taken over by another writer. */
+        claimIdleMs: ms(30_000),
+        /** Run a stream writer in this gateway (several gateways may: they share the consumer group). */
+        writer: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
     redis: z
       .object({
-        /** Shared state (the prefix index) lives here when set; env REDIS_URL overrides. Unset: in-process. */
+        /** Shared state (prefix index, rate limits, usage events, cache invalidation) lives here when set; env REDIS_URL overrides. Unset: in-process. */
         url: z.string().regex(/^rediss?:\/\//, 'a redis:// or rediss:// URL').optional(),
       })
       .strict()

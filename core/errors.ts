@@ -12,9 +12,9 @@ export class ApiError extends Error {
   constructor(
     status: number,
     message: string,
-    opts: { type?: string; code?: string | null; param?: string | null; headers?: Record<string, string> } = {},
+    opts: { type?: string; code?: string | null; param?: string | null; headers?: Record<string, string>; cause?: unknown } = {},
   ) {
-    super(message);
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'ApiError';
     this.status = status;
     this.type = opts.type ?? defaultType(status);

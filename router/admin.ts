@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { ApiKeyInfo, ControlPlaneStore, Tenant } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
 import { bearerKey, sha256 } from './auth.js';
-import type { TenantKeyResolver } from './tenant-auth.js';
+import type { InvalidationBus } from '../core/state/invalidation-bus.js';
 
 /**
  * The admin HTTP API under /admin/: tenants, API keys, quotas and usage, over the control-plane store.
@@ -15,7 +15,8 @@ import type { TenantKeyResolver } from './tenant-auth.js';
 export interface AdminDeps {
   store: ControlPlaneStore;
   adminKey: string;
-  keys: TenantKeyResolver;
+  /** Every replica (this one included) drops what it cached of a changed key or tenant. */
+  bus: InvalidationBus;
 }
 
 const limit = { type: ['integer', 'null'], minimum: 0 } as const;
@@ -49,6 +50,11 @@ const quotaBody = {
     tpm: limit,
   },
 } as const;
+const modelBody = {
+  type: ['object', 'null'],
+  additionalProperties: false,
+  properties: { allTenants: { type: 'boolean' } },
+} as const;
 const usageQuery = {
   type: 'object',
   additionalProperties: false,
@@ -58,7 +64,8 @@ const usageQuery = {
 type Limits = { rpm?: number | null; tpm?: number | null };
 
 export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promise<void> {
-  const { store, keys } = deps;
+  const { store, bus } = deps;
+  const changedTenant = (tenantId: string) => bus.publish({ kind: 'tenant', tenantId });
   const adminDigest = sha256(deps.adminKey);
 
   app.addHook('onRequest', async (request: FastifyRequest) => {
@@ -104,6 +111,7 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
       const { rpm, tpm, ...fields } = request.body;
       const t = await store.updateTenant(request.params.name, fields);
       await setTenantLimits(t, { rpm, tpm });
+      await changedTenant(t.id);
       return tenantView(t);
     },
   );
@@ -114,7 +122,6 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     async (request, reply) => {
       const expiresAt = request.body?.expiresAt === undefined ? null : parseTime(request.body.expiresAt, 'expiresAt');
       const created = await store.createApiKey(request.params.name, { expiresAt });
-      keys.evictClearKey(created.key);
       return reply.code(201).send({ ...keyView(created), key: created.key });
     },
   );
@@ -126,15 +133,49 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
 
   app.post<{ Params: { id: string } }>('/admin/keys/:id/revoke', async (request) => {
     const revoked = await store.revokeApiKey(request.params.id);
-    // This replica forgets the key at once; the others within auth.keyCacheTtlMs (pub/sub invalidation: later).
-    keys.evictKey(revoked.id);
+    await bus.publish({ kind: 'key', keyId: revoked.id });
     return keyView(revoked);
   });
 
   app.put<{ Body: { tenant: string; model?: string | null; keyId?: string | null } & Limits }>('/admin/quotas', { schema: { body: quotaBody } }, async (request) => {
     const q = await store.setQuota(request.body);
     const b = request.body;
+    const t = await store.getTenantByName(b.tenant);
+    if (t !== null) await changedTenant(t.id);
     return q ?? { tenantId: null, model: b.model ?? null, keyId: b.keyId ?? null, rpm: null, tpm: null, scope: null, deleted: true };
+  });
+
+  // Models: one nobody registered is open to every tenant; a registered one only to its grants (or all, if so set).
+  app.get('/admin/models', async () => ({ object: 'list', data: await store.listModels() }));
+
+  app.put<{ Params: { name: string }; Body: { allTenants?: boolean } | undefined }>(
+    '/admin/models/:name',
+    { schema: { body: modelBody } },
+    async (request) => {
+      const m = await store.upsertModel(request.params.name, { allTenants: request.body?.allTenants ?? false });
+      await bus.publish({ kind: 'all' });
+      return m;
+    },
+  );
+
+  app.delete<{ Params: { name: string } }>('/admin/models/:name', async (request, reply) => {
+    await store.deleteModel(request.params.name);
+    await bus.publish({ kind: 'all' });
+    return reply.code(204).send();
+  });
+
+  app.put<{ Params: { name: string; tenant: string } }>('/admin/models/:name/tenants/:tenant', async (request) => {
+    await store.allowModel(request.params.tenant, request.params.name);
+    const t = await store.getTenantByName(request.params.tenant);
+    if (t !== null) await changedTenant(t.id);
+    return { model: request.params.name, tenant: request.params.tenant, allowed: true };
+  });
+
+  app.delete<{ Params: { name: string; tenant: string } }>('/admin/models/:name/tenants/:tenant', async (request) => {
+    await store.disallowModel(request.params.tenant, request.params.name);
+    const t = await store.getTenantByName(request.params.tenant);
+    if (t !== null) await changedTenant(t.id);
+    return { model: request.params.name, tenant: request.params.tenant, allowed: false };
   });
 
   app.get<{ Querystring: { tenant?: string; since?: string } }>('/admin/usage', { schema: { querystring: usageQuery } }, async (request) => {

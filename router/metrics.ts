@@ -11,10 +11,22 @@ export interface GatewayMetrics {
   readonly retries: Counter<'model' | 'reason'>;
   readonly decisions: Counter<'policy' | 'engine' | 'reason'>;
   readonly prefixBlocks: Counter<'model' | 'kind'>;
+  readonly rateLimited: Counter<'kind'>;
+  readonly rateLimitFallbacks: Counter;
+  readonly queueWait: Histogram;
+  readonly queueRejected: Counter<'reason'>;
+  readonly usageEvents: Counter<'outcome'>;
+}
+
+/** What the metrics read at scrape time. */
+export interface GatewayGauges {
+  readonly engines: () => readonly EngineSnapshot[];
+  readonly queueLength: () => number;
 }
 
 /** The gateway's own series, `switchyard_` prefixed. Engine gauges read the registry's snapshot at scrape time. */
-export function createGatewayMetrics(registry: Registry, engines: () => readonly EngineSnapshot[]): GatewayMetrics {
+export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges): GatewayMetrics {
+  const { engines } = gauges;
   const engineGauge = (name: string, help: string, value: (e: EngineSnapshot) => number) =>
     new Gauge({
       name,
@@ -28,6 +40,14 @@ export function createGatewayMetrics(registry: Registry, engines: () => readonly
     });
   engineGauge('switchyard_in_flight_requests', 'Requests proxied to an engine and not yet finished', (e) => e.inFlight);
   engineGauge('switchyard_engine_healthy', '1 when the engine passes health checks and is not ejected, else 0', (e) => (e.healthy ? 1 : 0));
+  new Gauge({
+    name: 'switchyard_queue_length',
+    help: 'Requests waiting in the fair queue for an engine to stop being saturated',
+    registers: [registry],
+    collect() {
+      this.set(gauges.queueLength());
+    },
+  });
   return {
     requests: new Counter({
       name: 'switchyard_requests_total',
@@ -65,6 +85,35 @@ export function createGatewayMetrics(registry: Registry, engines: () => readonly
       name: 'switchyard_prefix_blocks_total',
       help: 'Prompt blocks of served requests (kind=prompt) and how many of them the chosen engine held (kind=matched)',
       labelNames: ['model', 'kind'],
+      registers: [registry],
+    }),
+    rateLimited: new Counter({
+      name: 'switchyard_rate_limited_total',
+      help: 'Requests refused with 429 by a TPM/RPM limit, by the kind of limit that refused (requests or tokens)',
+      labelNames: ['kind'],
+      registers: [registry],
+    }),
+    rateLimitFallbacks: new Counter({
+      name: 'switchyard_rate_limit_fallbacks_total',
+      help: 'Limit checks made on this replica\'s local counters (fail-open) or refused (fail-closed) because Redis could not be reached',
+      registers: [registry],
+    }),
+    queueWait: new Histogram({
+      name: 'switchyard_queue_wait_seconds',
+      help: 'Time requests spent in the fair queue before an engine took them',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    queueRejected: new Counter({
+      name: 'switchyard_queue_rejected_total',
+      help: 'Requests refused by the fair queue: full (at once) or timeout (still waiting at their deadline)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    usageEvents: new Counter({
+      name: 'switchyard_usage_events_total',
+      help: 'Usage events: recorded by the gateway, stored by the writer, failed (retried) or dropped (lost)',
+      labelNames: ['outcome'],
       registers: [registry],
     }),
   };

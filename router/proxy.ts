@@ -2,8 +2,13 @@ import { context, propagation, SpanStatusCode } from '@opentelemetry/api';
 import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
+import { randomUUID } from 'node:crypto';
 import type { Config } from '../core/config.js';
+import type { UsageRow } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
+import type { UsageSink } from '../core/usage/usage-sink.js';
+import { admit, type Admission, type AdmissionDeps } from './admission.js';
+import { QueueFullError, QueueTimeoutError, type FairQueue, type QueueTenant } from './fair-queue.js';
 import type { EngineRegistry } from './engines/registry.js';
 import type { PromptRequest } from '../kvcache/request-blocks.js';
 import type { GatewayMetrics } from './metrics.js';
@@ -12,6 +17,7 @@ import type { RoutingPipeline } from './routing/pipeline.js';
 import type { RequestFeatures } from './routing/types.js';
 import type { SessionAffinity } from './sessions.js';
 import { tracer } from './tracing.js';
+import { StreamUsageTap, usageFromBody, type TokenUsage } from './usage-tap.js';
 
 export type Endpoint = RequestFeatures['endpoint'];
 
@@ -25,6 +31,11 @@ export interface ProxyDeps {
   /** Absent when kvcache.enabled is false. */
   readonly prefix: PrefixTracker | undefined;
   readonly sessions: SessionAffinity;
+  readonly admission: AdmissionDeps;
+  /** Absent when queue.enabled is false. */
+  readonly queue: FairQueue | undefined;
+  /** Absent without a control-plane database. */
+  readonly usage: UsageSink | undefined;
 }
 
 const upstreamPath: Record<Endpoint, string> = {
@@ -57,10 +68,13 @@ export async function proxyInference(
   deps: ProxyDeps,
 ): Promise<void> {
   const { config, registry, pipeline, metrics } = deps;
-  const body = request.body as { model: string; stream?: boolean | null; user?: unknown };
-  const raw = request.rawBody ?? Buffer.from(JSON.stringify(body));
+  const body = request.body as InferenceBody;
   const model = body.model;
   const stream = endpoint !== 'embeddings' && body.stream === true;
+  // The engine's usage event corrects the token reservation and the usage record; the client sees it only if asked.
+  const clientWantsUsage = stream && body.stream_options?.include_usage === true;
+  const raw = stream && !clientWantsUsage ? withIncludeUsage(request.rawBody, body) : (request.rawBody ?? Buffer.from(JSON.stringify(body)));
+  const principal = request.principal!;
   const arrivedAt = performance.now();
 
   const abort = new AbortController();
@@ -90,17 +104,6 @@ export async function proxyInference(
   reply.header('x-request-id', String(request.id));
 
   const tried = new Set<string>();
-  const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model);
-  const sessionKey = deps.sessions.keyOf(request.headers, body);
-  const features: RequestFeatures = {
-    model,
-    endpoint,
-    pools: deps.pools.get(model),
-    exclude: tried,
-    prefix: prompt === undefined ? undefined : { totalBlocks: prompt.hashes.length, matches: prompt.matches },
-    promptTokens: prompt?.promptTokens,
-    sessionEngine: deps.sessions.engineOf(sessionKey),
-  };
   let engineId = 'none';
   let lastFailure: UpstreamFailure | undefined;
   // True while no attempt holds engineId's in-flight slot.
@@ -116,26 +119,60 @@ export async function proxyInference(
     released = true;
     prefillDone();
     registry.release(engineId);
+    deps.queue?.pump();
   };
   let status = 0;
+  let admission: Admission | undefined;
+  let usage: TokenUsage | undefined;
+  let firstByteAt: number | undefined;
+  // Set once an engine may have done work: without usage from it, the reservation stands as charged.
+  let engineWorked = false;
+  const tenant: QueueTenant = { key: principal.tenant?.id ?? `principal:${principal.id}`, weight: principal.tenant?.weight ?? 1, priority: principal.tenant?.priority ?? 0 };
 
   const finish = (outcome: string) => {
     clearTimeout(deadline);
     reply.raw.off('close', onClientClose);
     releaseEngine();
+    const now = performance.now();
     // The model name is the client's: label with it only when an engine serves it, so that requests for made-up
     // models cannot create series without bound.
     const modelLabel = engineId !== 'none' || servesModel(registry, model) ? model : unknownModel;
     metrics.requests.inc({ model: modelLabel, engine: engineId, status: outcome });
-    metrics.duration.observe({ model: modelLabel }, (performance.now() - arrivedAt) / 1000);
+    metrics.duration.observe({ model: modelLabel }, (now - arrivedAt) / 1000);
     span.setAttributes({ 'switchyard.engine': engineId, 'switchyard.retries': Math.max(0, tried.size - 1), 'switchyard.outcome': outcome });
     if (status >= 500 || outcome === 'stream_error') span.setStatus({ code: SpanStatusCode.ERROR, message: outcome });
     span.end();
+    settle(admission, usage, engineWorked, tenant, deps, request);
+    recordUsage(request, deps, {
+      tenantId: principal.tenant?.id ?? null,
+      keyId: principal.keyId ?? null,
+      model,
+      engine: engineId === 'none' ? null : engineId,
+      promptTokens: usage?.promptTokens ?? 0,
+      cachedTokens: usage?.cachedTokens ?? 0,
+      completionTokens: usage?.completionTokens ?? 0,
+      status: outcome === 'stream_error' ? 502 : outcome === 'client_closed' ? 499 : status,
+      ttftMs: firstByteAt === undefined ? null : firstByteAt - arrivedAt,
+      latencyMs: now - arrivedAt,
+    });
   };
 
   try {
+    admission = await admit(principal, model, body, raw.length, endpoint !== 'embeddings', reply, deps.admission);
+    if (deps.queue !== undefined) await waitForCapacity(deps, tenant, model, admission.promptEstimate, arrivedAt, abort.signal);
+    const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model);
+    const sessionKey = deps.sessions.keyOf(request.headers, body);
+    const features: RequestFeatures = {
+      model,
+      endpoint,
+      pools: deps.pools.get(model),
+      exclude: tried,
+      prefix: prompt === undefined ? undefined : { totalBlocks: prompt.hashes.length, matches: prompt.matches },
+      promptTokens: prompt?.promptTokens,
+      sessionEngine: deps.sessions.engineOf(sessionKey),
+    };
     for (let attempt = 1; ; attempt++) {
-      // Cancelled while the prefix was looked up: nothing to send, nor to record in the index.
+      // Cancelled while waiting or while the prefix was looked up: nothing to send, nor to record in the index.
       if (cancel !== undefined) throw cancelled(cancel, config);
       const decision = pipeline.route(features, registry.snapshot());
       if (decision === undefined) throw noEngineLeft(model, tried.size, lastFailure, deps);
@@ -158,18 +195,21 @@ export async function proxyInference(
       const outcome = await attemptOnce(registry.client(engineId).pool, upstreamPath[endpoint], headers, raw, stream, abort.signal, config);
       prefillDone();
       if (outcome.kind === 'ok') {
+        engineWorked = true;
+        firstByteAt = performance.now();
         registry.reportSuccess(engineId);
         deps.sessions.served(sessionKey, engineId);
         if (prompt !== undefined) {
           metrics.prefixBlocks.inc({ model, kind: 'prompt' }, blocks);
           metrics.prefixBlocks.inc({ model, kind: 'matched' }, matched);
         }
-        metrics.ttft.observe({ model }, (performance.now() - arrivedAt) / 1000);
+        metrics.ttft.observe({ model }, (firstByteAt - arrivedAt) / 1000);
         status = outcome.response.statusCode;
         reply.code(status).header('x-switchyard-pod', engineId);
         const contentType = outcome.response.headers['content-type'];
         if (typeof contentType === 'string') reply.header('content-type', contentType);
         if (!stream) {
+          usage = usageFromBody(outcome.first);
           finish(String(status));
           return reply.send(outcome.first);
         }
@@ -178,10 +218,12 @@ export async function proxyInference(
           deadline = setTimeout(stop, config.timeouts.totalMs - (performance.now() - arrivedAt), 'total-timeout');
         }
         reply.header('cache-control', 'no-cache');
-        return relay(reply, outcome, {
+        const tap = new StreamUsageTap(!clientWantsUsage);
+        return relay(reply, outcome, tap, {
           engineId,
           cancelReason: () => cancel,
           finish: (outcome) => {
+            usage = tap.usage;
             finish(outcome);
             request.log.info({ res: { statusCode: status }, responseTime: performance.now() - arrivedAt, outcome }, 'request completed');
           },
@@ -208,6 +250,7 @@ export async function proxyInference(
   } catch (err) {
     const apiError = err instanceof ApiError ? err : cancel !== undefined ? cancelled(cancel, config) : undefined;
     if (apiError === undefined) {
+      status = 500;
       finish('500');
       throw err;
     }
@@ -216,6 +259,95 @@ export async function proxyInference(
     if (engineId !== 'none') reply.header('x-switchyard-pod', engineId);
     throw apiError;
   }
+}
+
+interface InferenceBody {
+  model: string;
+  stream?: boolean | null;
+  stream_options?: { include_usage?: boolean | null } | null;
+  user?: unknown;
+  max_tokens?: unknown;
+  max_completion_tokens?: unknown;
+  n?: unknown;
+}
+
+/** The body with stream_options.include_usage on: spliced into the client's bytes when it sent no stream_options. */
+function withIncludeUsage(rawBody: Buffer | null, body: InferenceBody): Buffer {
+  if (rawBody !== null && body.stream_options === undefined) {
+    const open = rawBody.indexOf(0x7b);
+    if (open >= 0) return Buffer.concat([rawBody.subarray(0, open + 1), includeUsageField, rawBody.subarray(open + 1)]);
+  }
+  return Buffer.from(JSON.stringify({ ...body, stream_options: { ...(body.stream_options ?? {}), include_usage: true } }));
+}
+
+const includeUsageField = Buffer.from('"stream_options":{"include_usage":true},');
+
+/**
+ * Holds the request in the fair queue while every engine that could serve it is saturated. New arrivals queue
+ * behind waiting ones even when an engine has room, or they would overtake them and fairness would mean nothing.
+ */
+async function waitForCapacity(
+  deps: ProxyDeps,
+  tenant: QueueTenant,
+  model: string,
+  promptEstimate: number,
+  arrivedAt: number,
+  signal: AbortSignal,
+): Promise<void> {
+  const queue = deps.queue!;
+  const canRun = () => !allSaturated(deps, model);
+  const wait = Math.min(deps.config.queue.maxWaitMs, deps.config.timeouts.firstTokenMs);
+  try {
+    await queue.enqueue(tenant, promptEstimate, arrivedAt + wait, canRun, signal);
+  } catch (err) {
+    if (err instanceof QueueFullError) {
+      deps.metrics.queueRejected.inc({ reason: 'full' });
+      throw new ApiError(429, `too many requests are waiting for an engine (${deps.config.queue.maxQueued}); retry shortly`, { code: 'queue_full', headers: { 'retry-after': '1' } });
+    }
+    if (err instanceof QueueTimeoutError) {
+      deps.metrics.queueRejected.inc({ reason: 'timeout' });
+      throw new ApiError(429, `every engine serving \`${model}\` stayed saturated for ${wait} ms, the request's time-to-first-token budget`, { code: 'queue_timeout', headers: { 'retry-after': '1' } });
+    }
+    throw err;
+  }
+}
+
+/** True when at least one engine could serve `model` and every such engine is saturated. */
+function allSaturated(deps: ProxyDeps, model: string): boolean {
+  const limits = deps.config.queue.saturation;
+  const pools = deps.pools.get(model);
+  let candidates = 0;
+  for (const e of deps.registry.snapshot()) {
+    if (!e.healthy || !e.spec.models.includes(model)) continue;
+    if (pools !== undefined && !pools.includes(e.spec.labels.pool ?? '')) continue;
+    candidates++;
+    const saturated =
+      (limits.maxInFlight !== undefined && e.inFlight >= limits.maxInFlight) ||
+      (limits.maxWaiting !== undefined && e.load !== undefined && e.load.waiting >= limits.maxWaiting) ||
+      (limits.maxKvUsage !== undefined && e.load !== undefined && e.load.kvUsage >= limits.maxKvUsage);
+    if (!saturated) return false;
+  }
+  return candidates > 0;
+}
+
+/** Corrects the token reservation and the fairness counter with what the request really used. */
+function settle(admission: Admission | undefined, usage: TokenUsage | undefined, engineWorked: boolean, tenant: QueueTenant, deps: ProxyDeps, request: FastifyRequest): void {
+  if (admission === undefined) return;
+  const used = usage !== undefined ? usage.promptTokens + usage.completionTokens : engineWorked ? undefined : 0;
+  if (usage !== undefined) deps.queue?.charge(tenant, usage.promptTokens - admission.promptEstimate, usage.completionTokens);
+  if (admission.reservation === undefined || used === undefined) return;
+  deps.admission.limiter?.settle(admission.reservation, used).catch((err: unknown) => request.log.warn({ err }, 'could not correct the token reservation'));
+}
+
+const maxModelLength = 256;
+
+/** One usage event per finished request; the id is ours even when the client chose the request id, so it is unique. */
+export function recordUsage(request: FastifyRequest, deps: { usage: UsageSink | undefined; metrics: { usageEvents: { inc(labels: { outcome: string }): void } } }, row: Omit<UsageRow, 'requestId'>): void {
+  if (deps.usage === undefined || request.usageRecorded) return;
+  request.usageRecorded = true;
+  const requestId = request.id === request.headers['x-request-id'] ? `${request.id}.${randomUUID()}` : String(request.id);
+  deps.usage.record({ ...row, requestId, model: row.model.slice(0, maxModelLength), at: new Date() });
+  deps.metrics.usageEvents.inc({ outcome: 'recorded' });
 }
 
 type Attempt =
@@ -303,17 +435,18 @@ interface RelayHooks {
  * intermediate stream per chunk, which is most of a proxy's CPU on SSE. A failure from here on cannot be
  * retried: the client gets an OpenAI-style error event and the stream ends without `[DONE]`.
  */
-function relay(reply: FastifyReply, attempt: Extract<Attempt, { kind: 'ok' }>, hooks: RelayHooks): void {
+function relay(reply: FastifyReply, attempt: Extract<Attempt, { kind: 'ok' }>, tap: StreamUsageTap, hooks: RelayHooks): void {
   const body = attempt.response.body;
   const status = attempt.response.statusCode;
   reply.hijack();
   const res = reply.raw;
   res.writeHead(status, reply.getHeaders() as Record<string, string>);
-  res.write(attempt.first);
+  const first = tap.push(attempt.first);
+  if (first.length > 0) res.write(first);
   const onDrain = () => body.resume();
   const onEnd = () => {
     res.off('drain', onDrain);
-    res.end();
+    res.end(tap.flush());
     hooks.finish(String(status));
   };
   const onError = (err: Error) => {
@@ -340,7 +473,8 @@ function relay(reply: FastifyReply, attempt: Extract<Attempt, { kind: 'ok' }>, h
   if (body.readableEnded) return onEnd();
   res.on('drain', onDrain);
   body.on('data', (chunk: Buffer) => {
-    if (!res.write(chunk)) body.pause();
+    const out = tap.push(chunk);
+    if (out.length > 0 && !res.write(out)) body.pause();
   });
   body.once('end', onEnd);
   body.once('error', onError);

@@ -18,7 +18,11 @@ import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
 import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
 import { SessionAffinity } from './sessions.js';
+import { FairQueue } from './fair-queue.js';
+import { openSharedState, type SharedState } from './shared-state.js';
 import { tenantKeyResolver, type TenantKeyResolver } from './tenant-auth.js';
+import { tenantPolicyCache, type TenantPolicyCache } from './tenant-policy.js';
+import { recordUsage } from './proxy.js';
 
 export interface GatewayOptions {
   readonly config: Config;
@@ -75,20 +79,25 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     scrapeIntervalMs: config.scrape.intervalMs,
     scrapeTimeoutMs: config.scrape.timeoutMs,
     connections: config.upstream.connections,
-    onHealthChange: (id, healthy) => app.log.info({ engine: id, healthy }, healthy ? 'engine healthy' : 'engine unhealthy'),
+    onHealthChange: (id, healthy) => {
+      app.log.info({ engine: id, healthy }, healthy ? 'engine healthy' : 'engine unhealthy');
+      queue?.pump();
+    },
+    // A scrape may show an engine that stopped being saturated.
+    onLoad: () => queue?.pump(),
   });
-  const metrics = createGatewayMetrics(metricsRegistry, () => registry.snapshot());
+  const queue = config.queue.enabled
+    ? new FairQueue({
+        maxQueued: config.queue.maxQueued,
+        promptWeight: config.queue.promptWeight,
+        completionWeight: config.queue.completionWeight,
+        onDispatch: (waitedMs) => metrics.queueWait.observe(waitedMs / 1000),
+      })
+    : undefined;
+  const metrics = createGatewayMetrics(metricsRegistry, { engines: () => registry.snapshot(), queueLength: () => queue?.length ?? 0 });
+  const pipeline = routingPipeline(config);
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
   prefix?.setEngines(engines);
-  const deps: ProxyDeps = {
-    prefix,
-    sessions: new SessionAffinity(config.session),
-    config,
-    registry,
-    pipeline: routingPipeline(config),
-    metrics,
-    pools: new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const]))),
-  };
 
   // The control plane last, so nothing above can fail and leave it open.
   let db: SqlClient | undefined;
@@ -106,6 +115,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   }
   let store: ControlPlaneStore | undefined;
   let tenantKeys: TenantKeyResolver | undefined;
+  let policies: TenantPolicyCache | undefined;
   if (db !== undefined) {
     try {
       await migrate(db);
@@ -115,12 +125,38 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       throw err;
     }
     store = new ControlPlaneStore(db);
-    tenantKeys = tenantKeyResolver(store, { ttlMs: config.auth.keyCacheTtlMs, maxEntries: config.auth.keyCacheMaxEntries });
+    const cache = { ttlMs: config.auth.keyCacheTtlMs, maxEntries: config.auth.keyCacheMaxEntries };
+    tenantKeys = tenantKeyResolver(store, cache);
+    policies = tenantPolicyCache(store, cache);
   }
   const resolver = tenantKeys === undefined ? opts.resolver : composeResolvers(opts.resolver, tenantKeys);
+  const shared: SharedState = openSharedState(config, store, metrics, app.log);
+  shared.bus.subscribe((message) => {
+    if (message.kind === 'key') tenantKeys?.evictKey(message.keyId);
+    else if (message.kind === 'tenant') {
+      tenantKeys?.evictTenant(message.tenantId);
+      policies?.evictTenant(message.tenantId);
+    } else {
+      tenantKeys?.clear();
+      policies?.clear();
+    }
+  });
+  const deps: ProxyDeps = {
+    prefix,
+    sessions: new SessionAffinity(config.session),
+    config,
+    registry,
+    pipeline,
+    metrics,
+    pools: new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const]))),
+    admission: { policies, limiter: shared.limiter, limits: config.limits, metrics },
+    queue,
+    usage: shared.usage,
+  };
 
   app.decorateRequest('rawBody', null);
   app.decorateRequest('principal', null);
+  app.decorateRequest('usageRecorded', false);
 
   // Every body is read as JSON whatever its content type (curl -d sends form encoding), and the bytes are kept
   // so the engine receives exactly what the client sent.
@@ -137,7 +173,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
 
   app.setErrorHandler((error: FastifyError | ApiError | ControlPlaneError, request, reply) => {
     const apiError = toApiError(error);
-    if (apiError.status >= 500 && !(error instanceof ApiError)) request.log.error({ err: error }, 'unhandled error');
+    if (apiError.status >= 500 && (!(error instanceof ApiError) || error.cause !== undefined)) request.log.error({ err: error }, 'request failed');
     void reply.code(apiError.status).headers(apiError.headers).send(apiError.toJSON());
   });
   app.setNotFoundHandler((request, reply) => {
@@ -169,15 +205,32 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 
   if (store !== undefined && tenantKeys !== undefined && opts.adminKey !== undefined && opts.adminKey !== '') {
-    const adminDeps = { store, keys: tenantKeys, adminKey: opts.adminKey };
+    const adminDeps = { store, bus: shared.bus, adminKey: opts.adminKey };
     app.register(async (admin) => adminRoutes(admin, adminDeps));
   }
 
   app.register(async (v1) => {
     // onRequest runs before the body is read, so an unauthenticated client cannot make us parse anything.
     v1.addHook('onRequest', authenticate);
-    v1.get('/v1/models', async () => {
-      const data = servedModels(registry.snapshot()).map((id) => ({ id, object: 'model', created: 0, owned_by: 'switchyard' }));
+    // Requests the proxy never saw (a body that failed validation, one too large) still leave a usage record.
+    v1.addHook('onResponse', async (request, reply) => {
+      if (request.principal === null || request.method !== 'POST') return;
+      const { principal } = request;
+      const model = (request.body as { model?: unknown } | undefined)?.model;
+      recordUsage(request, deps, {
+        tenantId: principal.tenant?.id ?? null,
+        keyId: principal.keyId ?? null,
+        model: typeof model === 'string' ? model : '',
+        status: reply.statusCode,
+        latencyMs: reply.elapsedTime,
+      });
+    });
+    v1.get('/v1/models', async (request) => {
+      const tenant = request.principal?.tenant;
+      const denied = tenant === undefined || policies === undefined ? undefined : (await policies.get(tenant.id)).deniedModels;
+      const data = servedModels(registry.snapshot())
+        .filter((id) => denied === undefined || !denied.has(id))
+        .map((id) => ({ id, object: 'model', created: 0, owned_by: 'switchyard' }));
       return { object: 'list', data };
     });
     const route = (url: string, endpoint: Endpoint, schema: object) =>
@@ -201,6 +254,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await app.close();
       await registry.stop();
       await prefix?.close();
+      // After the last request: its usage event is flushed before the database closes.
+      await shared.close();
       if (ownsDb) await db?.close();
     },
   };
@@ -243,5 +298,7 @@ declare module 'fastify' {
     principal: Principal | null;
     /** The body exactly as received, forwarded to the engine without re-serialising. */
     rawBody: Buffer | null;
+    /** Set once the request's usage event is recorded, so it is recorded once. */
+    usageRecorded: boolean;
   }
 }

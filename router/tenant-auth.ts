@@ -7,12 +7,15 @@ import type { Principal, PrincipalResolver } from './auth.js';
  * Hits and misses are both cached for `ttlMs`, so an unknown key hammered by a client costs one query per TTL.
  * Revoked or expired keys resolve to undefined (401).
  *
- * Revocation through this replica's admin API evicts the entry at once (`evictKey`); other replicas see it when
- * their entry expires, i.e. within `ttlMs`. Cross-replica invalidation over Redis pub/sub is a later step.
+ * Revocation reaches every replica through the invalidation bus (`evictKey`, Redis pub/sub across replicas);
+ * `ttlMs` bounds staleness should a message be lost.
  */
 export interface TenantKeyResolver extends PrincipalResolver {
   /** Forgets every cached entry for this key id (after a revocation). */
   evictKey(keyId: string): void;
+  /** Forgets every cached entry of this tenant (its weight or priority changed). */
+  evictTenant(tenantId: string): void;
+  clear(): void;
   /** Forgets the cached lookup of this clear key (after it is created, so an earlier miss does not linger). */
   evictClearKey(clearKey: string): void;
   readonly size: number;
@@ -43,6 +46,12 @@ export function tenantKeyResolver(store: ControlPlaneStore, opts: { ttlMs: numbe
     },
     evictKey(keyId) {
       for (const [digest, entry] of cache.entries()) if (entry.principal?.keyId === keyId) cache.delete(digest);
+    },
+    evictTenant(tenantId) {
+      for (const [digest, entry] of cache.entries()) if (entry.principal?.tenant?.id === tenantId) cache.delete(digest);
+    },
+    clear() {
+      cache.clear();
     },
     evictClearKey(clearKey) {
       cache.delete(apiKeyDigest(clearKey));

@@ -62,6 +62,12 @@ export interface Quota {
   scope: QuotaScope;
 }
 
+export interface TenantPolicy {
+  quotas: Quota[];
+  /** Registered models the tenant may not use (404 for it, and hidden from its /v1/models). */
+  deniedModels: string[];
+}
+
 export interface ModelAccess {
   name: string;
   allTenants: boolean;
@@ -373,6 +379,48 @@ export class ControlPlaneStore {
       [tenantId],
     );
     return rows.map((r) => r.name);
+  }
+
+  /** Every model with its grants, for listings. */
+  async listModels(): Promise<(ModelAccess & { tenants: string[] })[]> {
+    const { rows } = await this.db.query<{ name: string; all_tenants: boolean; tenants: string[] | null }>(
+      `SELECT m.name, m.all_tenants,
+              array_remove(array_agg(t.name ORDER BY t.name), NULL) AS tenants
+       FROM models m
+       LEFT JOIN model_access a ON a.model = m.name
+       LEFT JOIN tenants t ON t.id = a.tenant_id
+       GROUP BY m.name, m.all_tenants
+       ORDER BY m.name`,
+    );
+    return rows.map((r) => ({ name: r.name, allTenants: r.all_tenants, tenants: r.tenants ?? [] }));
+  }
+
+  /** Forgets a registered model and its grants: it becomes open to every tenant again. */
+  async deleteModel(name: string): Promise<void> {
+    const { rows } = await this.db.query('DELETE FROM models WHERE name = $1 RETURNING name', [name]);
+    if (rows.length === 0) throw new ControlPlaneError('not_found', `no registered model "${name}"`);
+  }
+
+  /**
+   * What the gateway enforces for a tenant (by id), read in one round trip: every quota of the tenant, and the
+   * registered models it may not use. A model nobody registered is open to every tenant.
+   */
+  async tenantPolicy(tenantId: string): Promise<TenantPolicy> {
+    if (!UUID.test(tenantId)) return { quotas: [], deniedModels: [] };
+    const { rows } = await this.db.query<{ kind: string; model: string | null; api_key_id: string | null; rpm: unknown; tpm: unknown }>(
+      `SELECT 'quota' AS kind, model, api_key_id, rpm, tpm FROM quotas WHERE tenant_id = $1
+       UNION ALL
+       SELECT 'denied', m.name, NULL, NULL, NULL FROM models m
+       WHERE NOT m.all_tenants AND NOT EXISTS (SELECT 1 FROM model_access a WHERE a.model = m.name AND a.tenant_id = $1)`,
+      [tenantId],
+    );
+    const quotas: Quota[] = [];
+    const deniedModels: string[] = [];
+    for (const r of rows) {
+      if (r.kind === 'denied') deniedModels.push(r.model!);
+      else quotas.push({ tenantId, model: r.model, keyId: r.api_key_id, rpm: numOrNull(r.rpm), tpm: numOrNull(r.tpm), scope: scopeOf(r.model, r.api_key_id) });
+    }
+    return { quotas, deniedModels };
   }
 
   // -------------------------------------------------------------------------------------------- usage

@@ -13,6 +13,8 @@ export interface EngineRegistryOptions {
   readonly probeFailureThreshold?: number;
   /** Called on every transition, including the first successful probe. Must not throw. */
   readonly onHealthChange?: (id: string, healthy: boolean) => void;
+  /** Called after a scrape stored an engine's new load (the fair queue re-checks saturation then). Must not throw. */
+  readonly onLoad?: (id: string) => void;
   /** Called when a scrape fails (transport, status, or no load metrics in the text). Must not throw. */
   readonly onScrapeError?: (id: string, err: Error) => void;
   /** Inference connections per engine (EngineClientOptions.connections). */
@@ -282,6 +284,7 @@ export class EngineRegistry {
       if (this.#current(state) && state.healthy) {
         state.load = load;
         this.#changed(state);
+        this.#opts.onLoad?.(state.spec.id);
       }
     } catch (err) {
       if (this.#current(state)) this.#opts.onScrapeError?.(state.spec.id, err instanceof Error ? err : new Error(String(err)));
