@@ -21,7 +21,8 @@ export interface GatewayMetrics {
 /** What the metrics read at scrape time. */
 export interface GatewayGauges {
   readonly engines: () => readonly EngineSnapshot[];
-  readonly queueLength: () => number;
+  /** Requests waiting in the fair queue, per priority class. */
+  readonly queueLength: () => ReadonlyMap<number, number>;
 }
 
 /** The gateway's own series, `switchyard_` prefixed. Engine gauges read the registry's snapshot at scrape time. */
@@ -42,10 +43,11 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
   engineGauge('switchyard_engine_healthy', '1 when the engine passes health checks and is not ejected, else 0', (e) => (e.healthy ? 1 : 0));
   new Gauge({
     name: 'switchyard_queue_length',
-    help: 'Requests waiting in the fair queue for an engine to stop being saturated',
+    help: 'Requests waiting in the fair queue for an engine to stop being saturated, by priority class',
+    labelNames: ['priority'],
     registers: [registry],
     collect() {
-      this.set(gauges.queueLength());
+      for (const [priority, waiting] of gauges.queueLength()) this.set({ priority: String(priority) }, waiting);
     },
   });
   return {

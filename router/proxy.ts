@@ -8,6 +8,7 @@ import type { UsageRow } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
 import type { UsageSink } from '../core/usage/usage-sink.js';
 import { admit, type Admission, type AdmissionDeps } from './admission.js';
+import type { CapacityGate } from './capacity.js';
 import { QueueFullError, QueueTimeoutError, type FairQueue, type QueueTenant } from './fair-queue.js';
 import type { EngineRegistry } from './engines/registry.js';
 import type { PromptRequest } from '../kvcache/request-blocks.js';
@@ -34,6 +35,7 @@ export interface ProxyDeps {
   readonly admission: AdmissionDeps;
   /** Absent when queue.enabled is false. */
   readonly queue: FairQueue | undefined;
+  readonly capacity: CapacityGate;
   /** Absent without a control-plane database. */
   readonly usage: UsageSink | undefined;
 }
@@ -114,6 +116,13 @@ export async function proxyInference(
     if (pendingPrefill > 0) registry.prefillDone(engineId, pendingPrefill);
     pendingPrefill = 0;
   };
+  // True from leaving the fair queue until an engine slot is taken: the gate counts the request meanwhile.
+  let holdsGate = false;
+  const releaseGate = () => {
+    if (!holdsGate) return;
+    holdsGate = false;
+    deps.capacity.release(model);
+  };
   const releaseEngine = () => {
     if (released) return;
     released = true;
@@ -132,6 +141,7 @@ export async function proxyInference(
   const finish = (outcome: string) => {
     clearTimeout(deadline);
     reply.raw.off('close', onClientClose);
+    releaseGate();
     releaseEngine();
     const now = performance.now();
     // The model name is the client's: label with it only when an engine serves it, so that requests for made-up
@@ -159,7 +169,10 @@ export async function proxyInference(
 
   try {
     admission = await admit(principal, model, body, raw.length, endpoint !== 'embeddings', reply, deps.admission);
-    if (deps.queue !== undefined) await waitForCapacity(deps, tenant, model, admission.promptEstimate, arrivedAt, abort.signal);
+    if (deps.queue !== undefined) {
+      await waitForCapacity(deps, tenant, model, admission.promptEstimate, arrivedAt, abort.signal);
+      holdsGate = true;
+    }
     const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model);
     const sessionKey = deps.sessions.keyOf(request.headers, body);
     const features: RequestFeatures = {
@@ -183,6 +196,7 @@ export async function proxyInference(
       const blocks = prompt?.hashes.length ?? 0;
       pendingPrefill = prompt === undefined ? 0 : Math.round(prompt.promptTokens * (blocks === 0 ? 1 : 1 - matched / blocks));
       registry.acquire(engineId, pendingPrefill);
+      releaseGate();
       metrics.decisions.inc({ policy: decision.policy, engine: engineId, reason: decision.reason ?? 'none' });
       span.setAttributes({ 'switchyard.policy': decision.policy, 'switchyard.candidates': decision.candidates, 'switchyard.reason': decision.reason ?? 'none' });
       if (prompt !== undefined) {
@@ -295,7 +309,7 @@ async function waitForCapacity(
   signal: AbortSignal,
 ): Promise<void> {
   const queue = deps.queue!;
-  const canRun = () => !allSaturated(deps, model);
+  const canRun = () => deps.capacity.tryTake(model);
   const wait = Math.min(deps.config.queue.maxWaitMs, deps.config.timeouts.firstTokenMs);
   try {
     await queue.enqueue(tenant, promptEstimate, arrivedAt + wait, canRun, signal);
@@ -310,24 +324,6 @@ async function waitForCapacity(
     }
     throw err;
   }
-}
-
-/** True when at least one engine could serve `model` and every such engine is saturated. */
-function allSaturated(deps: ProxyDeps, model: string): boolean {
-  const limits = deps.config.queue.saturation;
-  const pools = deps.pools.get(model);
-  let candidates = 0;
-  for (const e of deps.registry.snapshot()) {
-    if (!e.healthy || !e.spec.models.includes(model)) continue;
-    if (pools !== undefined && !pools.includes(e.spec.labels.pool ?? '')) continue;
-    candidates++;
-    const saturated =
-      (limits.maxInFlight !== undefined && e.inFlight >= limits.maxInFlight) ||
-      (limits.maxWaiting !== undefined && e.load !== undefined && e.load.waiting >= limits.maxWaiting) ||
-      (limits.maxKvUsage !== undefined && e.load !== undefined && e.load.kvUsage >= limits.maxKvUsage);
-    if (!saturated) return false;
-  }
-  return candidates > 0;
 }
 
 /** Corrects the token reservation and the fairness counter with what the request really used. */

@@ -18,6 +18,7 @@ import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
 import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
 import { SessionAffinity } from './sessions.js';
+import { CapacityGate } from './capacity.js';
 import { FairQueue } from './fair-queue.js';
 import { openSharedState, type SharedState } from './shared-state.js';
 import { tenantKeyResolver, type TenantKeyResolver } from './tenant-auth.js';
@@ -94,7 +95,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
         onDispatch: (waitedMs) => metrics.queueWait.observe(waitedMs / 1000),
       })
     : undefined;
-  const metrics = createGatewayMetrics(metricsRegistry, { engines: () => registry.snapshot(), queueLength: () => queue?.length ?? 0 });
+  const metrics = createGatewayMetrics(metricsRegistry, { engines: () => registry.snapshot(), queueLength: () => queue?.waitingByPriority() ?? new Map() });
   const pipeline = routingPipeline(config);
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
   prefix?.setEngines(engines);
@@ -141,6 +142,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       policies?.clear();
     }
   });
+  const pools = new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const])));
   const deps: ProxyDeps = {
     prefix,
     sessions: new SessionAffinity(config.session),
@@ -148,7 +150,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     registry,
     pipeline,
     metrics,
-    pools: new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const]))),
+    pools,
+    capacity: new CapacityGate(registry, config.queue.saturation, pools),
     admission: { policies, limiter: shared.limiter, limits: config.limits, metrics },
     queue,
     usage: shared.usage,

@@ -3,7 +3,7 @@ import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ControlPlaneStore } from '../../core/db/control-plane-store.js';
-import { startCluster, testModel, type Cluster } from '../helpers/cluster.js';
+import { startCluster, startGateway, testModel, type Cluster } from '../helpers/cluster.js';
 import { DATABASE_URL, pgliteDatabase, postgresDatabase, type TestDatabase } from '../unit/db/harness.js';
 
 const REDIS_URL = process.env.REDIS_URL;
@@ -206,7 +206,7 @@ describe('fair queue in the gateway', () => {
       engines: 1,
       // Real time: a 64-token answer takes about half a second.
       sim: { timeScale: 1 },
-      config: { queue: { maxQueued: 1, maxWaitMs: 300, saturation: { maxInFlight: 1 } } },
+      config: { queue: { maxQueued: 4, maxWaitMs: 300, saturation: { maxInFlight: 1 } } },
     });
   });
   afterAll(async () => {
@@ -217,16 +217,35 @@ describe('fair queue in the gateway', () => {
     const { testKey } = await import('../helpers/cluster.js');
     const long = call(cluster.url, testKey, chat({ max_tokens: 64 }));
     await vi.waitFor(() => expect(cluster.gateway.registry.snapshot()[0]!.inFlight).toBe(1), { timeout: 2_000, interval: 5 });
-    const queued = call(cluster.url, testKey, chat());
+    const queued = [1, 2, 3, 4].map(() => call(cluster.url, testKey, chat()));
     const full = await call(cluster.url, testKey, chat());
     expect(full.status).toBe(429);
     expect(full.json.error.code).toBe('queue_full');
-    const timedOut = await queued;
+    const timedOut = (await Promise.all(queued))[0]!;
     expect(timedOut.status).toBe(429);
     expect(timedOut.json.error).toEqual({ message: expect.stringContaining('saturated'), type: 'rate_limit_exceeded', param: null, code: 'queue_timeout' });
     expect((await long).status).toBe(200);
     const metrics = await (await request(`${cluster.url}/metrics`)).body.text();
-    expect(metrics).toMatch(/switchyard_queue_rejected_total\{reason="timeout"\} 1/);
+    expect(metrics).toMatch(/switchyard_queue_rejected_total\{reason="timeout"\} 4/);
     expect(metrics).toMatch(/switchyard_queue_rejected_total\{reason="full"\} 1/);
+  });
+
+  it('lets one waiting request through per freed slot, never more than the saturation bound', async () => {
+    const { testKey } = await import('../helpers/cluster.js');
+    const gateway = await startGateway(
+      cluster.gateway.registry.snapshot().map((e) => e.spec),
+      { queue: { maxQueued: 10, maxWaitMs: 20_000, saturation: { maxInFlight: 2 } } },
+    );
+    const url = await gateway.listen();
+    let most = 0;
+    const sampler = setInterval(() => (most = Math.max(most, gateway.registry.snapshot()[0]!.inFlight)), 1);
+    try {
+      const answers = await Promise.all(Array.from({ length: 8 }, () => call(url, testKey, chat({ max_tokens: 12 }))));
+      expect(answers.map((a) => a.status)).toEqual(Array(8).fill(200));
+      expect(most).toBe(2);
+    } finally {
+      clearInterval(sampler);
+      await gateway.close();
+    }
   });
 });
