@@ -12,7 +12,7 @@ export function fallbackRateLimiter(opts: {
   shared: RateLimiter;
   local: RateLimiter;
   failMode: 'open' | 'closed';
-  /** Called for each reserve() the local limiter answered, with the shared store's error (to log and count). */
+  /** Called for each reserve() the shared store could not answer, with its error (to log and count), in both modes. */
   onFallback?: (err: unknown) => void;
 }): RateLimiter {
   const { shared, local, failMode, onFallback } = opts;
@@ -21,8 +21,8 @@ export function fallbackRateLimiter(opts: {
       try {
         return await shared.reserve(req);
       } catch (err) {
-        if (failMode === 'closed') throw new RateLimitUnavailableError(err);
         onFallback?.(err);
+        if (failMode === 'closed') throw new RateLimitUnavailableError(err);
         return local.reserve(req);
       }
     },

@@ -159,18 +159,22 @@ export function redisUsageSink(options: RedisUsageSinkOptions): UsageSink {
   }
 
   async function shutdown(): Promise<void> {
+    // With Redis down already, waiting for it would only delay the shutdown: the fallback stores them now.
+    const unreachable = UNREACHABLE.has(redis.status);
     let giveUp: NodeJS.Timeout | undefined;
-    const timedOut = await Promise.race([
-      queue.drained().then(() => false),
-      new Promise<boolean>((resolve) => {
-        giveUp = setTimeout(() => resolve(true), closeTimeoutMs);
-      }),
-    ]);
+    const timedOut =
+      unreachable ||
+      (await Promise.race([
+        queue.drained().then(() => false),
+        new Promise<boolean>((resolve) => {
+          giveUp = setTimeout(() => resolve(true), closeTimeoutMs);
+        }),
+      ]));
     clearTimeout(giveUp);
     if (timedOut) {
       stopped = true;
       clearTimeout(retryTimer);
-      divert(queue.takeAll(), `Redis did not take them within ${closeTimeoutMs} ms of close()`);
+      divert(queue.takeAll(), unreachable ? 'Redis is unreachable at close()' : `Redis did not take them within ${closeTimeoutMs} ms of close()`);
     }
     if (usedFallback) await fallback?.flush();
   }

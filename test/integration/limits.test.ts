@@ -249,3 +249,40 @@ describe('fair queue in the gateway', () => {
     }
   });
 });
+
+describe('Redis unreachable', () => {
+  for (const failMode of ['open', 'closed'] as const) {
+    it(`fail-${failMode}: ${failMode === 'open' ? 'admits on local counters and keeps the usage rows' : 'answers 503 rate_limit_unavailable'}`, async () => {
+      const database = await pgliteDatabase();
+      const cluster = await startCluster({
+        engines: 1,
+        controlPlane: { db: database.db },
+        // Nothing listens on port 1: every Redis call fails at once.
+        config: { redis: { url: 'redis://127.0.0.1:1' }, limits: { failMode }, usage: { flushIntervalMs: 20 } },
+      });
+      try {
+        const store = cluster.gateway.store!;
+        const tenant = await store.createTenant({ name: 'no-redis', rpm: 2 });
+        const { key } = await store.createApiKey('no-redis');
+        const answers = [];
+        for (let i = 0; i < 3; i++) answers.push(await call(cluster.url, key, chat()));
+        if (failMode === 'closed') {
+          expect(answers.map((a) => a.status)).toEqual([503, 503, 503]);
+          expect(answers[0]!.json.error.code).toBe('rate_limit_unavailable');
+        } else {
+          // The local counters still hold the limit on this replica.
+          expect(answers.map((a) => a.status)).toEqual([200, 200, 429]);
+        }
+        const metrics = await (await request(`${cluster.url}/metrics`)).body.text();
+        expect(metrics).toMatch(/switchyard_rate_limit_fallbacks_total 3/);
+        await cluster.close();
+        // Events Redis never took are written to the database directly at shutdown.
+        const rows = await database.db.query<{ n: number }>('SELECT count(*)::int AS n FROM usage WHERE tenant_id = $1', [tenant.id]);
+        expect(rows.rows[0]!.n).toBe(3);
+      } finally {
+        await cluster.close().catch(() => {});
+        await database.dispose();
+      }
+    });
+  }
+});
