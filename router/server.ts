@@ -230,7 +230,12 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     });
     v1.get('/v1/models', async (request) => {
       const tenant = request.principal?.tenant;
-      const denied = tenant === undefined || policies === undefined ? undefined : (await policies.get(tenant.id)).deniedModels;
+      let denied: ReadonlySet<string> | undefined;
+      try {
+        denied = tenant === undefined || policies === undefined ? undefined : (await policies.get(tenant.id)).deniedModels;
+      } catch (err) {
+        throw new ApiError(503, 'the control-plane database is unavailable; retry shortly', { code: 'control_plane_unavailable', cause: err });
+      }
       const data = servedModels(registry.snapshot())
         .filter((id) => denied === undefined || !denied.has(id))
         .map((id) => ({ id, object: 'model', created: 0, owned_by: 'switchyard' }));

@@ -369,18 +369,6 @@ export class ControlPlaneStore {
     await this.db.query('DELETE FROM model_access WHERE model = $1 AND tenant_id = $2', [model, t.id]);
   }
 
-  /** Names of the models the tenant (by id) may use: those open to all tenants plus its own grants. */
-  async modelsFor(tenantId: string): Promise<string[]> {
-    if (!UUID.test(tenantId)) return [];
-    const { rows } = await this.db.query<{ name: string }>(
-      `SELECT m.name FROM models m
-       WHERE m.all_tenants OR EXISTS (SELECT 1 FROM model_access a WHERE a.model = m.name AND a.tenant_id = $1)
-       ORDER BY m.name`,
-      [tenantId],
-    );
-    return rows.map((r) => r.name);
-  }
-
   /** Every model with its grants, for listings. */
   async listModels(): Promise<(ModelAccess & { tenants: string[] })[]> {
     const { rows } = await this.db.query<{ name: string; all_tenants: boolean; tenants: string[] | null }>(

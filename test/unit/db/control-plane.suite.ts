@@ -166,19 +166,28 @@ export function controlPlaneSuite(open: () => Promise<TestDatabase>): void {
   });
 
   describe('models', () => {
-    it('per-tenant grants and all-tenant models', async () => {
+    it('per-tenant grants and all-tenant models; unregistered models are open', async () => {
       const acme = (await store.getTenantByName('acme'))!;
       const beta = (await store.getTenantByName('beta'))!;
       await store.allowModel('acme', 'llama');
       await store.allowModel('acme', 'llama'); // idempotent
       await store.allowModel('acme', 'qwen');
       await store.upsertModel('public-small', { allTenants: true });
-      expect(await store.modelsFor(acme.id)).toEqual(['llama', 'public-small', 'qwen']);
-      expect(await store.modelsFor(beta.id)).toEqual(['public-small']);
+      const denied = async (id: string) => (await store.tenantPolicy(id)).deniedModels.sort();
+      expect(await denied(acme.id)).toEqual([]);
+      expect(await denied(beta.id)).toEqual(['llama', 'qwen']);
       await store.disallowModel('acme', 'qwen');
-      expect(await store.modelsFor(acme.id)).toEqual(['llama', 'public-small']);
+      expect(await denied(acme.id)).toEqual(['qwen']);
       await store.upsertModel('llama', { allTenants: true });
-      expect(await store.modelsFor(beta.id)).toEqual(['llama', 'public-small']);
+      expect(await denied(beta.id)).toEqual(['qwen']);
+      expect(await store.listModels()).toEqual([
+        { name: 'llama', allTenants: true, tenants: ['acme'] },
+        { name: 'public-small', allTenants: true, tenants: [] },
+        { name: 'qwen', allTenants: false, tenants: [] },
+      ]);
+      await store.deleteModel('qwen');
+      expect(await denied(beta.id)).toEqual([]);
+      await expect(store.deleteModel('qwen')).rejects.toMatchObject({ kind: 'not_found' });
       await expect(store.allowModel('ghost', 'llama')).rejects.toMatchObject({ kind: 'not_found' });
     });
   });
