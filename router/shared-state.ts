@@ -65,12 +65,21 @@ export function openSharedState(config: Config, store: ControlPlaneStore | undef
     if (redisDown) log.info('Redis reachable again');
     redisDown = false;
   });
+  let lastFallbackLog = 0;
   const bus = redisInvalidationBus(redis, `${config.limits.redisKeyPrefix}invalidate`);
   const limiter = fallbackRateLimiter({
     shared: redisRateLimiter({ redis, keyPrefix: config.limits.redisKeyPrefix }),
     local: memoryRateLimiter(),
     failMode: config.limits.failMode,
-    onFallback: () => metrics.rateLimitFallbacks.inc(),
+    onFallback: (err) => {
+      metrics.rateLimitFallbacks.inc();
+      // Once per outage, not per request: the metric counts them all.
+      const now = Date.now();
+      if (now - lastFallbackLog >= 10_000) {
+        lastFallbackLog = now;
+        log.warn({ err: (err as Error)?.message, failMode: config.limits.failMode }, 'rate-limit check could not reach Redis (down, or slower than limits.redisTimeoutMs)');
+      }
+    },
   });
   // Rows Redis cannot take (its memory buffer full, or still unsent at shutdown) go straight to the database.
   const fallback = direct();

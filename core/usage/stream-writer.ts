@@ -135,6 +135,8 @@ export class UsageWriter {
     let claimCursor = '0-0';
     let nextClaimAt = 0;
     let held: Batch | undefined;
+    // A writer started with the gateway would otherwise fail (and warn) once before the first connection is up.
+    while (!run.stopping && connecting.has(this.options.redis.status)) await pause(run, 50);
     while (!run.stopping) {
       try {
         if (held === undefined) {
@@ -217,6 +219,8 @@ export class UsageWriter {
 }
 
 /** Sleeps, unless stop() wakes the run first. */
+const connecting = new Set(['connecting', 'connect', 'reconnecting']);
+
 function pause(run: Run, ms: number): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(done, ms);

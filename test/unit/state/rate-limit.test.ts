@@ -295,7 +295,7 @@ describe('fallback rate limiter', () => {
     expect(onFallback.mock.calls[0]![0]).toMatchObject({ code: 'ECONNREFUSED' });
   });
 
-  it('fail-closed: refuses with RateLimitUnavailableError carrying the cause, and counts nowhere', async () => {
+  it('fail-closed: refuses with RateLimitUnavailableError carrying the cause, reports it, and counts nowhere', async () => {
     const { limiter: shared, state } = flakyShared();
     const onFallback = vi.fn();
     const local = memoryRateLimiter();
@@ -303,7 +303,7 @@ describe('fallback rate limiter', () => {
     const err = await limiter.reserve({ tenantId: 't', rules, tokens: 1 }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(RateLimitUnavailableError);
     expect((err as Error).cause).toMatchObject({ code: 'ECONNREFUSED' });
-    expect(onFallback).not.toHaveBeenCalled();
+    expect(onFallback).toHaveBeenCalledTimes(1);
     expect(local.size).toBe(0);
     state.down = false;
     expect(allowed(await limiter.reserve({ tenantId: 't', rules, tokens: 1 })).reservation.store).toBe('shared');

@@ -302,7 +302,7 @@ describe.runIf(REDIS_URL && privatePostgresAvailable)('Redis usage stream while 
   }, 60_000);
 });
 
-describe.runIf(REDIS_URL && !DATABASE_URL)('Redis usage stream into PGlite', () => {
+describe.runIf(REDIS_URL)('Redis usage stream into PGlite', () => {
   it('stores what the sink recorded', async () => {
     const t = await pgliteDatabase();
     const redis = new Redis(REDIS_URL!);
