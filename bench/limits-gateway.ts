@@ -12,7 +12,8 @@ import { openBenchDatabase, seedTenant, type BenchDatabase } from './limits-setu
  *   limits  no config keys; a control-plane database (PGlite in memory, or a fresh schema on database.url) holding
  *           one tenant whose key is the client's and three quotas that apply, and redis.url from the config: every
  *           request resolves a database key, reads the tenant's policy, reserves in Redis (Lua), settles, and
- *           sends a usage event through the Redis stream, drained by the writer into the database.
+ *           sends a usage event into the Redis stream (drained into the database by this gateway's writer when the
+ *           config's usage.writer is on).
  *
  *   node dist/bench/limits-gateway.js --config PATH --mode plain|limits      (env BENCH_KEY: the client's key)
  *

@@ -55,7 +55,7 @@ export function openSharedState(config: Config, store: ControlPlaneStore | undef
 
   // No offline queue and a short timeout: with Redis down, a limit check fails at once and fail-open/closed
   // applies, rather than every request waiting for a reconnect.
-  const redis = new Redis(url, { enableOfflineQueue: false, commandTimeout: config.limits.redisTimeoutMs, maxRetriesPerRequest: 0 });
+  const redis = new Redis(url, { enableOfflineQueue: false, commandTimeout: config.limits.redisTimeoutMs, maxRetriesPerRequest: 0, enableAutoPipelining: true });
   let redisDown = false;
   redis.on('error', (err: Error) => {
     if (!redisDown) log.error({ err: err.message }, 'Redis unreachable: limits fall back to this replica (or refuse), usage events wait in memory');
