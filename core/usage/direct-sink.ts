@@ -1,9 +1,6 @@
 import type { UsageRow } from '../db/control-plane-store.js';
 import { RowQueue } from './row-queue.js';
-import {
-  consoleUsageLogger, dropReporter, retryDelayMs, safely, stamped, storeUsageRows, usageRowProblem,
-  type UsageLogger, type UsageSink, type UsageStore,
-} from './usage-sink.js';
+import { consoleUsageLogger, dropReporter, retryDelayMs, safely, stamped, storeUsageRows, usageRowProblem, type UsageLogger, type UsageSink, type UsageStore, type UsageHooks } from './usage-sink.js';
 
 /**
  * The embedded usage sink: rows are batched in memory and written with store.insertUsage, a full batch at once,
@@ -12,7 +9,8 @@ import {
  * doubles a row); memory is bounded by maxBufferedRows, beyond which new rows are dropped, counted and logged.
  */
 
-export interface DirectSinkOptions {
+/** onBatch: rows stored per write. onDrop: buffer full, invalid, refused by the database, left at close, recorded after close. */
+export interface DirectSinkOptions extends UsageHooks {
   store: UsageStore;
   /** Rows per insert; default 500. */
   batchSize?: number;
@@ -25,13 +23,6 @@ export interface DirectSinkOptions {
   retryMaxMs?: number;
   /** How long close() keeps trying before it gives up on the rows left (logged and counted); default 10 s. */
   closeTimeoutMs?: number;
-  logger?: UsageLogger;
-  /** Rows stored (or refused by the database and counted by onDrop) per write. */
-  onBatch?: (rows: number) => void;
-  /** Each failed write (the rows are kept). */
-  onError?: (err: unknown) => void;
-  /** Rows lost: buffer full, invalid, refused by the database, left at close, recorded after close. */
-  onDrop?: (rows: number) => void;
 }
 
 export function directUsageSink(options: DirectSinkOptions): UsageSink {

@@ -2,10 +2,7 @@ import type { Redis } from 'ioredis';
 import type { UsageRow } from '../db/control-plane-store.js';
 import { RowQueue, type QueuedRow } from './row-queue.js';
 import { USAGE_FIELD, encodeUsage } from './stream-codec.js';
-import {
-  consoleUsageLogger, dropReporter, retryDelayMs, safely, stamped, usageRowProblem,
-  type UsageLogger, type UsageSink,
-} from './usage-sink.js';
+import { consoleUsageLogger, dropReporter, retryDelayMs, safely, stamped, usageRowProblem, type UsageLogger, type UsageSink, type UsageHooks } from './usage-sink.js';
 
 export { UsageWriter, type UsageWriterOptions } from './stream-writer.js';
 
@@ -22,13 +19,13 @@ export { UsageWriter, type UsageWriterOptions } from './stream-writer.js';
  * then hold a row twice, which is harmless, because the writer's insert is idempotent on request_id.
  */
 
-export interface RedisUsageSinkOptions {
+/** onBatch: rows into the stream per pipeline. onDrop: no room and no fallback, invalid, recorded after close. */
+export interface RedisUsageSinkOptions extends UsageHooks {
   /** A client shared with the rest of the gateway; close() leaves it open. */
   redis: Redis;
   streamKey: string;
   /** Takes the rows Redis could not: overflow and what is left at close(). flush() waits for it; close() does not close it. */
   fallback?: UsageSink;
-  logger?: UsageLogger;
   /** Rows held while Redis is unreachable; default 100 000. */
   maxBufferedRows?: number;
   /** XADDs per pipeline; default 1000. */
@@ -40,12 +37,6 @@ export interface RedisUsageSinkOptions {
   retryMaxMs?: number;
   /** How long close() keeps trying before handing the rest to the fallback (or losing it); default 5 s. */
   closeTimeoutMs?: number;
-  /** Rows in the stream per pipeline. */
-  onBatch?: (rows: number) => void;
-  /** Each failed pipeline (the rows are kept). */
-  onError?: (err: unknown) => void;
-  /** Rows lost: no room and no fallback, invalid, recorded after close. */
-  onDrop?: (rows: number) => void;
 }
 
 // Statuses in which ioredis would only queue a command until some later reconnection: fail fast and retry instead.

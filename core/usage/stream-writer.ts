@@ -2,10 +2,7 @@ import { hostname } from 'node:os';
 import type { Redis } from 'ioredis';
 import type { UsageRow } from '../db/control-plane-store.js';
 import { USAGE_FIELD, claimReply, decodeUsage, fieldValue, readReplyEntries, type StreamEntry } from './stream-codec.js';
-import {
-  consoleUsageLogger, dropReporter, retryDelayMs, safely, storeUsageRows,
-  type UsageLogger, type UsageStore,
-} from './usage-sink.js';
+import { consoleUsageLogger, dropReporter, retryDelayMs, safely, storeUsageRows, type UsageLogger, type UsageStore, type UsageHooks } from './usage-sink.js';
 
 /**
  * Drains the usage stream into Postgres as one consumer of a consumer group, so several writers (one per gateway
@@ -24,7 +21,8 @@ import {
  * The blocking read runs on its own connection (redis.duplicate()), which stop() disconnects to end it at once.
  */
 
-export interface UsageWriterOptions {
+/** onBatch: rows stored (new or already there) per committed batch. onDrop: unreadable entries, rows the database refuses whatever their tenant. */
+export interface UsageWriterOptions extends UsageHooks {
   /** For XACK, XDEL, XAUTOCLAIM and XGROUP; duplicated for the blocking read. Left open by stop(). */
   redis: Redis;
   streamKey: string;
@@ -42,13 +40,6 @@ export interface UsageWriterOptions {
   /** Backoff after a failure: defaults 200 ms doubling to 5 s. */
   retryBaseMs?: number;
   retryMaxMs?: number;
-  logger?: UsageLogger;
-  /** Rows stored (new or already there) per committed batch. */
-  onBatch?: (rows: number) => void;
-  /** Each failure (Redis or Postgres); the writer backs off and retries. */
-  onError?: (err: unknown) => void;
-  /** Entries given up: unreadable, or rows the database refuses whatever their tenant. */
-  onDrop?: (rows: number) => void;
 }
 
 /** A batch read from the stream: every id to acknowledge, and the rows among them to store. */

@@ -24,6 +24,17 @@ export interface UsageLogger {
 /** What the pipeline needs of the store: the insert is idempotent on request_id, which makes every retry safe. */
 export type UsageStore = Pick<ControlPlaneStore, 'insertUsage'>;
 
+/** What every stage of the usage pipeline reports, so the gateway can log and count it. */
+export interface UsageHooks {
+  logger?: UsageLogger;
+  /** Rows that moved on, per batch (stored, or into the stream: each stage says which). */
+  onBatch?: (rows: number) => void;
+  /** Each failed attempt; the rows are kept and retried. */
+  onError?: (err: unknown) => void;
+  /** Rows lost for good (each stage lists when). */
+  onDrop?: (rows: number) => void;
+}
+
 export const consoleUsageLogger: UsageLogger = {
   warn: (details, message) => console.warn(message, details),
   error: (details, message) => console.error(message, details),
