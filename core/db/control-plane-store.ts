@@ -413,28 +413,39 @@ export class ControlPlaneStore {
 
   // -------------------------------------------------------------------------------------------- usage
 
-  /** Inserts usage rows in batches; a request id already stored is skipped. Returns how many rows were new. */
+  /**
+   * Inserts usage rows in batches; a request id already stored is skipped. Returns how many rows were new. Each
+   * batch is one JSON parameter unpacked by the server (json_to_recordset): cheaper than binding 13 parameters a
+   * row, which matters most in PGlite, where it runs in the gateway's own process.
+   */
   async insertUsage(rows: readonly UsageRow[]): Promise<number> {
     let inserted = 0;
     for (let i = 0; i < rows.length; i += USAGE_BATCH) {
-      const batch = rows.slice(i, i + USAGE_BATCH);
-      const params: unknown[] = [];
-      const tuples = batch.map((r) => {
-        const base = params.length;
-        params.push(
-          r.requestId, r.tenantId ?? null, r.keyId ?? null, r.model, r.adapter ?? null, r.engine ?? null,
-          r.promptTokens ?? 0, r.cachedTokens ?? 0, r.completionTokens ?? 0, r.status,
-          r.ttftMs ?? null, r.latencyMs ?? null, r.at ?? new Date(),
-        );
-        return `(${Array.from({ length: 13 }, (_, k) => `$${base + k + 1}`).join(', ')})`;
-      });
+      const batch = rows.slice(i, i + USAGE_BATCH).map((r) => ({
+        request_id: r.requestId,
+        tenant_id: r.tenantId ?? null,
+        api_key_id: r.keyId ?? null,
+        model: r.model,
+        adapter: r.adapter ?? null,
+        engine: r.engine ?? null,
+        prompt_tokens: r.promptTokens ?? 0,
+        cached_tokens: r.cachedTokens ?? 0,
+        completion_tokens: r.completionTokens ?? 0,
+        status: r.status,
+        ttft_ms: r.ttftMs ?? null,
+        latency_ms: r.latencyMs ?? null,
+        at: (r.at ?? new Date()).toISOString(),
+      }));
       const res = await this.db.query<{ request_id: string }>(
         `INSERT INTO usage (request_id, tenant_id, api_key_id, model, adapter, engine,
                             prompt_tokens, cached_tokens, completion_tokens, status, ttft_ms, latency_ms, at)
-         VALUES ${tuples.join(',\n')}
+         SELECT * FROM json_to_recordset($1::json) AS r(
+           request_id text, tenant_id uuid, api_key_id uuid, model text, adapter text, engine text,
+           prompt_tokens integer, cached_tokens integer, completion_tokens integer, status integer,
+           ttft_ms double precision, latency_ms double precision, at timestamptz)
          ON CONFLICT (request_id) DO NOTHING
          RETURNING request_id`,
-        params,
+        [JSON.stringify(batch)],
       );
       inserted += res.rows.length;
     }
