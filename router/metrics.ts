@@ -16,6 +16,8 @@ export interface GatewayMetrics {
   readonly queueWait: Histogram;
   readonly queueRejected: Counter<'reason'>;
   readonly usageEvents: Counter<'outcome'>;
+  /** usageEvents{outcome="recorded"}, bound once: it is counted on every request. */
+  readonly usageRecorded: Counter.Internal;
 }
 
 /** What the metrics read at scrape time. */
@@ -50,7 +52,15 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
       for (const [priority, waiting] of gauges.queueLength()) this.set({ priority: String(priority) }, waiting);
     },
   });
+  const usageEvents = new Counter({
+    name: 'switchyard_usage_events_total',
+    help: 'Usage events: recorded by the gateway, stored by the writer, failed (retried) or dropped (lost)',
+    labelNames: ['outcome'] as const,
+    registers: [registry],
+  });
   return {
+    usageEvents,
+    usageRecorded: usageEvents.labels('recorded'),
     requests: new Counter({
       name: 'switchyard_requests_total',
       help: 'Inference requests by model, engine (none when no engine was chosen) and HTTP status',
@@ -110,12 +120,6 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
       name: 'switchyard_queue_rejected_total',
       help: 'Requests refused by the fair queue: full (at once) or timeout (still waiting at their deadline)',
       labelNames: ['reason'],
-      registers: [registry],
-    }),
-    usageEvents: new Counter({
-      name: 'switchyard_usage_events_total',
-      help: 'Usage events: recorded by the gateway, stored by the writer, failed (retried) or dropped (lost)',
-      labelNames: ['outcome'],
       registers: [registry],
     }),
   };

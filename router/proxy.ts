@@ -338,12 +338,12 @@ function settle(admission: Admission | undefined, usage: TokenUsage | undefined,
 const maxModelLength = 256;
 
 /** One usage event per finished request; the id is ours even when the client chose the request id, so it is unique. */
-export function recordUsage(request: FastifyRequest, deps: { usage: UsageSink | undefined; metrics: { usageEvents: { inc(labels: { outcome: string }): void } } }, row: Omit<UsageRow, 'requestId'>): void {
+export function recordUsage(request: FastifyRequest, deps: Pick<ProxyDeps, 'usage' | 'metrics'>, row: Omit<UsageRow, 'requestId'>): void {
   if (deps.usage === undefined || request.usageRecorded) return;
   request.usageRecorded = true;
   const requestId = request.id === request.headers['x-request-id'] ? `${request.id}.${randomUUID()}` : String(request.id);
-  deps.usage.record({ ...row, requestId, model: row.model.slice(0, maxModelLength), at: new Date() });
-  deps.metrics.usageEvents.inc({ outcome: 'recorded' });
+  deps.usage.record({ ...row, requestId, model: row.model.length > maxModelLength ? row.model.slice(0, maxModelLength) : row.model, at: new Date() });
+  deps.metrics.usageRecorded.inc();
 }
 
 type Attempt =

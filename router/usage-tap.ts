@@ -86,8 +86,11 @@ function endsOnEventBoundary(data: Buffer): boolean {
   return data.length >= 2 && data[data.length - 1] === 0x0a && data[data.length - 2] === 0x0a;
 }
 
+const noChoices = Buffer.from('"choices":[]');
+const noChoicesSpaced = Buffer.from('"choices": []');
+
 function isUsageOnly(event: Buffer): boolean {
-  return event.indexOf('"choices":[]') >= 0 || event.indexOf('"choices": []') >= 0;
+  return event.indexOf(noChoices) >= 0 || event.indexOf(noChoicesSpaced) >= 0;
 }
 
 /** Parses the JSON object starting at `from` (after `"usage":`): braces are counted, there are no strings with braces in it. */
