@@ -1,8 +1,8 @@
 import { context, propagation, SpanStatusCode } from '@opentelemetry/api';
+import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Dispatcher } from 'undici';
-import { randomUUID } from 'node:crypto';
 import type { Config } from '../core/config.js';
 import type { UsageRow } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
