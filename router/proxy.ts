@@ -8,6 +8,7 @@ import type { UsageRow } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
 import type { UsageSink } from '../core/usage/usage-sink.js';
 import { admit, type Admission, type AdmissionDeps } from './admission.js';
+import type { AdapterRouter } from './adapters.js';
 import type { CapacityGate } from './capacity.js';
 import { QueueFullError, QueueTimeoutError, type FairQueue, type QueueTenant } from './fair-queue.js';
 import type { EngineRegistry } from './engines/registry.js';
@@ -38,6 +39,8 @@ export interface ProxyDeps {
   readonly capacity: CapacityGate;
   /** Absent without a control-plane database. */
   readonly usage: UsageSink | undefined;
+  /** LoRA adapters from the registry; absent without a control-plane database. */
+  readonly adapters: AdapterRouter | undefined;
 }
 
 const upstreamPath: Record<Endpoint, string> = {
@@ -118,10 +121,12 @@ export async function proxyInference(
   };
   // True from leaving the fair queue until an engine slot is taken: the gate counts the request meanwhile.
   let holdsGate = false;
+  // The model the engines serve: the client's, or the base model of the adapter it names.
+  let baseModel = model;
   const releaseGate = () => {
     if (!holdsGate) return;
     holdsGate = false;
-    deps.capacity.release(model);
+    deps.capacity.release(baseModel);
   };
   const releaseEngine = () => {
     if (released) return;
@@ -168,17 +173,23 @@ export async function proxyInference(
   };
 
   try {
-    admission = await admit(principal, model, body, raw.length, endpoint !== 'embeddings', reply, deps.admission);
+    // A registered adapter runs on its base model's engines: grants, quotas, saturation and routing go by the base.
+    const adapter = deps.adapters === undefined || servesModel(registry, model) ? undefined : await deps.adapters.resolve(model, principal);
+    baseModel = adapter?.baseModel ?? model;
+    admission = await admit(principal, baseModel, body, raw.length, endpoint !== 'embeddings', reply, deps.admission);
+    const residentOn = adapter === undefined ? undefined : await deps.adapters!.residentOn(adapter, arrivedAt + config.timeouts.firstTokenMs, abort.signal);
     if (deps.queue !== undefined) {
-      await waitForCapacity(deps, tenant, model, admission.promptEstimate, arrivedAt, abort.signal);
+      await waitForCapacity(deps, tenant, baseModel, admission.promptEstimate, arrivedAt, abort.signal);
       holdsGate = true;
     }
+    // The prefix is hashed under the client's model name, so each adapter has prefixes of its own.
     const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model);
     const sessionKey = deps.sessions.keyOf(request.headers, body);
     const features: RequestFeatures = {
-      model,
+      model: baseModel,
+      adapter: adapter === undefined ? undefined : { name: adapter.name, residentOn: residentOn! },
       endpoint,
-      pools: deps.pools.get(model),
+      pools: deps.pools.get(baseModel),
       exclude: tried,
       prefix: prompt === undefined ? undefined : { totalBlocks: prompt.hashes.length, matches: prompt.matches },
       promptTokens: prompt?.promptTokens,
@@ -188,7 +199,7 @@ export async function proxyInference(
       // Cancelled while waiting or while the prefix was looked up: nothing to send, nor to record in the index.
       if (cancel !== undefined) throw cancelled(cancel, config);
       const decision = pipeline.route(features, registry.snapshot());
-      if (decision === undefined) throw noEngineLeft(model, tried.size, lastFailure, deps);
+      if (decision === undefined) throw noEngineLeft(baseModel, tried.size, lastFailure, deps);
       engineId = decision.engine.spec.id;
       tried.add(engineId);
       released = false;
@@ -247,6 +258,12 @@ export async function proxyInference(
 
       releaseEngine();
       if (cancel !== undefined) throw cancelled(cancel, config);
+      // The adapter left that engine since the residency map was read (vLLM answers 404): another holder may serve.
+      if (outcome.kind === 'final' && adapter !== undefined && outcome.failure.status === 404) {
+        lastFailure = { ...outcome.failure, reason: 'adapter_not_resident' };
+        if (attempt >= config.retry.maxAttempts) throw upstreamGaveUp(lastFailure, attempt);
+        continue;
+      }
       if (outcome.kind === 'final') {
         // A 4xx from the engine is the client's problem; another engine would answer the same.
         status = outcome.failure.status ?? 502;

@@ -155,6 +155,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     admission: { policies, limiter: shared.limiter, limits: config.limits, metrics },
     queue,
     usage: shared.usage,
+    adapters: undefined,
   };
 
   app.decorateRequest('rawBody', null);

@@ -14,7 +14,7 @@ export type PolicyName =
 export interface RoutingConfig {
   /** A preset of scorers and picker; default prefix-cache. */
   policy?: PolicyName;
-  /** Filters run after the default ones (healthy, model, pool, exclude), which always run. */
+  /** Filters run after the default ones (healthy, model, adapter, pool, exclude), which always run. */
   filters?: string[];
   /** Replace the preset's scorers. */
   scorers?: { name: string; weight: number }[];
@@ -66,7 +66,7 @@ export const POLICY_NAMES = Object.keys(PRESETS) as readonly PolicyName[];
 const DEFAULT_POLICY: PolicyName = 'prefix-cache';
 
 /** Filters no configuration can remove: routing to a dead engine or one without the model is never right. */
-const DEFAULT_FILTERS: readonly FilterName[] = ['healthy', 'model', 'pool', 'exclude'];
+const DEFAULT_FILTERS: readonly FilterName[] = ['healthy', 'model', 'adapter', 'pool', 'exclude'];
 
 /**
  * Builds a routing pipeline: filters narrow the engines, weighted scorers score the candidates, a picker

@@ -1,3 +1,4 @@
+import { adapterFilter } from './plugins/adapter.js';
 import { aibrixPrefixCachePicker } from './plugins/aibrix-prefix-cache.js';
 import { excludeFilter } from './plugins/exclude.js';
 import { healthyFilter } from './plugins/healthy.js';
@@ -22,6 +23,7 @@ export interface PluginContext {
 const FILTERS = {
   healthy: () => healthyFilter,
   model: () => modelFilter,
+  adapter: () => adapterFilter,
   pool: () => poolFilter,
   exclude: () => excludeFilter,
 } satisfies Record<string, (ctx: PluginContext) => Filter>;

@@ -2,7 +2,10 @@ import type { EngineSnapshot } from '../../core/engine.js';
 
 /** What routing knows about a request. Kept small and serialisable so a replayer can build it from a trace. */
 export interface RequestFeatures {
+  /** The base model the engines serve (for an adapter request, the adapter's base model). */
   readonly model: string;
+  /** The LoRA adapter the request names, and the engines where it is resident now. */
+  readonly adapter?: { readonly name: string; readonly residentOn: ReadonlySet<string> };
   readonly endpoint: 'chat' | 'completions' | 'embeddings';
   /** Compute pools the model may run in (from the model's placement in config); undefined means any. */
   readonly pools: readonly string[] | undefined;

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { adapterFilter } from '../../../router/routing/plugins/adapter.js';
 import { excludeFilter } from '../../../router/routing/plugins/exclude.js';
 import { healthyFilter } from '../../../router/routing/plugins/healthy.js';
 import { modelFilter } from '../../../router/routing/plugins/model.js';
@@ -21,6 +22,21 @@ describe('model filter', () => {
     ];
     expect(ids(modelFilter.filter(request({ model: 'llama' }), engines))).toEqual(['a', 'c']);
     expect(ids(modelFilter.filter(request({ model: 'mistral' }), engines))).toEqual([]);
+  });
+});
+
+describe('adapter filter', () => {
+  const engines = [engine('a'), engine('b'), engine('c')];
+
+  it('keeps only engines where the adapter is resident', () => {
+    expect(ids(adapterFilter.filter(request({ adapter: { name: 'sql-lora', residentOn: new Set(['c', 'a']) } }), engines))).toEqual(['a', 'c']);
+    expect(ids(adapterFilter.filter(request({ adapter: { name: 'sql-lora', residentOn: new Set() } }), engines))).toEqual([]);
+  });
+
+  it('passes requests without an adapter unchanged', () => {
+    const out = adapterFilter.filter(request(), engines);
+    expect(ids(out)).toEqual(['a', 'b', 'c']);
+    expect(out).not.toBe(engines);
   });
 });
 

@@ -14,7 +14,7 @@ describe('routing pipeline', () => {
       'round-robin',
       'sglang-cache-aware',
     ]);
-    expect([...FILTER_NAMES].sort()).toEqual(['exclude', 'healthy', 'model', 'pool']);
+    expect([...FILTER_NAMES].sort()).toEqual(['adapter', 'exclude', 'healthy', 'model', 'pool']);
     expect([...SCORER_NAMES].sort()).toEqual(['least-kv-cache', 'least-request', 'prefix-cache', 'session']);
     expect([...PICKER_NAMES].sort()).toEqual(['aibrix-prefix-cache', 'max-score', 'random', 'round-robin', 'sglang-cache-aware']);
   });

@@ -1,0 +1,193 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { LRUCache } from 'lru-cache';
+import type { Adapter } from '../core/db/control-plane-store.js';
+import { ApiError } from '../core/errors.js';
+import type { AdapterStateStore } from '../core/state/adapter-state.js';
+import { modelNotFound } from './admission.js';
+import type { Principal } from './auth.js';
+import type { EngineRegistry } from './engines/registry.js';
+
+/**
+ * The router's side of LoRA adapters: which registered adapter a request names and whether its caller may see it,
+ * where the adapter is resident (from the shared adapter state, read at most every `refreshMs`), and a cold start
+ * when it is resident nowhere: one load for all the requests that wait for it, across replicas (claimLoad).
+ */
+export interface AdapterRouterOptions {
+  /** The registry (the control-plane database). */
+  readonly listAdapters: () => Promise<Adapter[]>;
+  readonly state: AdapterStateStore;
+  readonly registry: EngineRegistry;
+  /** Loads the adapter on the engine and records it in the shared state (the controller's load path). */
+  readonly load: (adapter: string, engine: string) => Promise<void>;
+  /** Who this replica is, for claimLoad. */
+  readonly holder: string;
+  /** How long the registry is cached; bus invalidations drop it sooner. */
+  readonly catalogTtlMs: number;
+  /** How stale the residency map may be. */
+  readonly refreshMs: number;
+  readonly onColdStart?: (adapter: string, waitedMs: number, outcome: 'loaded' | 'timeout' | 'failed') => void;
+}
+
+export interface ResolvedAdapter {
+  readonly name: string;
+  readonly baseModel: string;
+}
+
+const claimTtlMs = 60_000;
+const pollMs = 50;
+
+export class AdapterRouter {
+  readonly #opts: AdapterRouterOptions;
+  #catalog: Promise<Map<string, Adapter>> | undefined;
+  #catalogAt = 0;
+  #resident: Map<string, Set<string>> = new Map();
+  #residentAt = -Infinity;
+  #refreshing: Promise<void> | undefined;
+  /** This replica's cold starts in progress, one per adapter. */
+  readonly #coldStarts = new Map<string, Promise<void>>();
+  /** Demand is counted in the shared store at most once per adapter per replica per this window. */
+  readonly #recentDemand = new LRUCache<string, true>({ max: 10_000, ttl: 1_000 });
+
+  constructor(opts: AdapterRouterOptions) {
+    this.#opts = opts;
+  }
+
+  /** Drops the cached registry (an admin change). */
+  invalidate(): void {
+    this.#catalog = undefined;
+  }
+
+  /**
+   * The adapter `model` names, if it is one the principal may use; undefined when `model` is no registered adapter.
+   * Another tenant's private adapter is a 404, as if it did not exist. Config keys (no tenant) see every adapter.
+   */
+  async resolve(model: string, principal: Principal): Promise<ResolvedAdapter | undefined> {
+    const adapter = (await this.#adapters()).get(model);
+    if (adapter === undefined) return undefined;
+    if (!visible(adapter, principal)) throw modelNotFound(model);
+    return { name: adapter.name, baseModel: adapter.baseModel };
+  }
+
+  /** Adapters the principal may use, for /v1/models. */
+  async visibleTo(principal: Principal): Promise<Adapter[]> {
+    return [...(await this.#adapters()).values()].filter((a) => visible(a, principal));
+  }
+
+  /**
+   * The engines where the adapter is resident, loading it first when it is resident nowhere; waits at most until
+   * `deadline` (performance.now() clock). Counts the request's demand for the controller.
+   */
+  async residentOn(adapter: ResolvedAdapter, deadline: number, signal: AbortSignal): Promise<ReadonlySet<string>> {
+    this.#countDemand(adapter.name);
+    await this.#refresh(false);
+    let engines = this.#resident.get(adapter.name);
+    if (engines !== undefined && engines.size > 0) return engines;
+    const started = performance.now();
+    let cold = this.#coldStarts.get(adapter.name);
+    if (cold === undefined) {
+      cold = this.#coldStart(adapter, deadline, signal).finally(() => this.#coldStarts.delete(adapter.name));
+      this.#coldStarts.set(adapter.name, cold);
+    }
+    try {
+      await cold;
+    } catch (err) {
+      this.#opts.onColdStart?.(adapter.name, performance.now() - started, err instanceof ApiError && err.status === 504 ? 'timeout' : 'failed');
+      throw err;
+    }
+    engines = this.#resident.get(adapter.name);
+    this.#opts.onColdStart?.(adapter.name, performance.now() - started, 'loaded');
+    return engines ?? new Set();
+  }
+
+  async #coldStart(adapter: ResolvedAdapter, deadline: number, signal: AbortSignal): Promise<void> {
+    const { state, holder } = this.#opts;
+    let lastError: unknown;
+    while (performance.now() < deadline && !signal.aborted) {
+      if (await state.claimLoad(adapter.name, holder, claimTtlMs)) {
+        try {
+          const engine = this.#coldEngine(adapter.baseModel);
+          if (engine === undefined) throw new ApiError(503, `no healthy engine serves \`${adapter.baseModel}\`, the base model of adapter \`${adapter.name}\``, { code: 'no_healthy_engine' });
+          await this.#opts.load(adapter.name, engine);
+        } catch (err) {
+          lastError = err;
+        } finally {
+          await state.releaseLoad(adapter.name, holder).catch(() => {});
+        }
+      } else {
+        await sleep(pollMs);
+      }
+      await this.#refresh(true);
+      if ((this.#resident.get(adapter.name)?.size ?? 0) > 0) return;
+      if (lastError instanceof ApiError) throw lastError;
+      if (lastError !== undefined) {
+        throw new ApiError(502, `adapter \`${adapter.name}\` could not be loaded: ${(lastError as Error).message ?? String(lastError)}`, { type: 'server_error', code: 'adapter_load_failed' });
+      }
+    }
+    throw new ApiError(504, `adapter \`${adapter.name}\` was not loaded within the request's time-to-first-token limit`, { type: 'timeout_error', code: 'adapter_load_timeout' });
+  }
+
+  /** For a cold load: a healthy engine of the base model with the fewest adapters, then the fewest requests in flight. */
+  #coldEngine(baseModel: string): string | undefined {
+    const held = new Map<string, number>();
+    for (const engines of this.#resident.values()) for (const e of engines) held.set(e, (held.get(e) ?? 0) + 1);
+    let best: { id: string; adapters: number; inFlight: number } | undefined;
+    for (const e of this.#opts.registry.snapshot()) {
+      if (!e.healthy || !e.spec.models.includes(baseModel)) continue;
+      const c = { id: e.spec.id, adapters: held.get(e.spec.id) ?? 0, inFlight: e.inFlight };
+      if (best === undefined || c.adapters < best.adapters || (c.adapters === best.adapters && (c.inFlight < best.inFlight || (c.inFlight === best.inFlight && c.id < best.id)))) best = c;
+    }
+    return best?.id;
+  }
+
+  #countDemand(adapter: string): void {
+    if (this.#recentDemand.has(adapter)) return;
+    this.#recentDemand.set(adapter, true);
+    this.#opts.state.recordDemand(adapter).catch(() => {});
+  }
+
+  async #adapters(): Promise<Map<string, Adapter>> {
+    const now = performance.now();
+    if (this.#catalog === undefined || now - this.#catalogAt > this.#opts.catalogTtlMs) {
+      this.#catalogAt = now;
+      const loading = this.#opts.listAdapters().then((list) => new Map(list.map((a) => [a.name, a])));
+      this.#catalog = loading;
+      loading.catch(() => {
+        if (this.#catalog === loading) this.#catalog = undefined;
+      });
+    }
+    try {
+      return await this.#catalog;
+    } catch (err) {
+      throw new ApiError(503, 'the control-plane database is unavailable; retry shortly', { code: 'control_plane_unavailable', cause: err });
+    }
+  }
+
+  async #refresh(force: boolean): Promise<void> {
+    if (!force && performance.now() - this.#residentAt < this.#opts.refreshMs) return;
+    this.#refreshing ??= this.#opts.state
+      .placements()
+      .then((placements) => {
+        const resident = new Map<string, Set<string>>();
+        for (const p of placements) {
+          if (p.state !== 'resident') continue;
+          let engines = resident.get(p.adapter);
+          if (engines === undefined) resident.set(p.adapter, (engines = new Set()));
+          engines.add(p.engine);
+        }
+        this.#resident = resident;
+        this.#residentAt = performance.now();
+      })
+      .catch(() => {
+        // The shared state is unreachable: route on what was last known.
+      })
+      .finally(() => {
+        this.#refreshing = undefined;
+      });
+    await this.#refreshing;
+  }
+}
+
+function visible(adapter: Adapter, principal: Principal): boolean {
+  const tenant = principal.tenant;
+  return tenant === undefined || adapter.tenantId === null || adapter.tenantId === tenant.id;
+}
