@@ -19,6 +19,11 @@ Manages a running gateway through its admin API (/admin/). The admin key is env 
   model disallow NAME --tenant T
   model unregister NAME                 open the model to every tenant again (unregistered models are open)
   model list [--json]
+  adapter register NAME --base MODEL --path PATH (--tenant T | --public) [--rank R]
+                                        register a LoRA adapter of MODEL, loaded from PATH (a path or URI the
+                                        engine reads); owned by tenant T, or --public for every tenant
+  adapter list [--json]                 NAME, BASE, OWNER, RANK, ENGINES (engine:state where it is placed)
+  adapter remove NAME
   usage [--tenant NAME] [--since ISO-8601] [--json]                  sums per tenant and model
 
 Exit status: 0 done, 1 the gateway refused or could not be reached, 2 bad usage.`;
@@ -37,6 +42,10 @@ const options = {
   since: { type: 'string' },
   json: { type: 'boolean' },
   'all-tenants': { type: 'boolean' },
+  base: { type: 'string' },
+  path: { type: 'string' },
+  rank: { type: 'string' },
+  public: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
 
@@ -184,6 +193,39 @@ export async function runAdminCommand(argv: string[]): Promise<void> {
         else printTable(['MODEL', 'ACCESS'], res.data.map((m) => [m.name, m.allTenants ? 'all tenants' : m.tenants.length === 0 ? '(no tenant)' : m.tenants.join(', ')]));
         return;
       }
+      case 'adapter register': {
+        allowed('base', 'path', 'tenant', 'public', 'rank');
+        const [name] = positionals(1, 'an adapter NAME');
+        const baseModel = flags.base ?? usageError('admin', 'adapter register: --base MODEL (the base model) is required', help);
+        const source = flags.path ?? usageError('admin', 'adapter register: --path PATH (where the engine loads the adapter from) is required', help);
+        const isPublic = flags.public === true;
+        if (isPublic === (flags.tenant !== undefined)) {
+          usageError('admin', 'adapter register: give exactly one of --tenant NAME (the owner) or --public (every tenant may use it)', help);
+        }
+        let rank: number | undefined;
+        if (flags.rank !== undefined) {
+          rank = Number(flags.rank);
+          if (flags.rank.trim() === '' || !Number.isSafeInteger(rank) || rank < 1) usageError('admin', `--rank ${JSON.stringify(flags.rank)} is not a whole number > 0`);
+        }
+        const a = (await call('POST', '/admin/adapters', dropUndefined({ name, baseModel, source, rank, tenant: isPublic ? null : flags.tenant }))) as AdapterView;
+        printAdapters([a]);
+        return;
+      }
+      case 'adapter list': {
+        allowed('json');
+        positionals(0, 'no arguments');
+        const res = (await call('GET', '/admin/adapters')) as { data: AdapterView[] };
+        if (flags.json === true) console.log(JSON.stringify(res.data, null, 2));
+        else printAdapters(res.data);
+        return;
+      }
+      case 'adapter remove': {
+        allowed();
+        const [name] = positionals(1, 'an adapter NAME');
+        await call('DELETE', `/admin/adapters/${seg(name!)}`);
+        console.log(`adapter ${name} removed`);
+        return;
+      }
       case 'usage': {
         allowed('tenant', 'since', 'json');
         positionals(0, 'no arguments');
@@ -213,6 +255,10 @@ export async function runAdminCommand(argv: string[]): Promise<void> {
 
 interface TenantView { name: string; weight: number; priority: number; rpm: number | null; tpm: number | null; id: string }
 interface KeyView { id: string; prefix: string; createdAt: string; expiresAt: string | null; revokedAt: string | null }
+interface AdapterView {
+  name: string; baseModel: string; source: string; rank: number | null; tenant: string | null;
+  engines?: { engine: string; state: string; reason?: string }[];
+}
 interface UsageView {
   tenant: string | null; model: string; requests: number; errors: number; promptTokens: number; cachedTokens: number; completionTokens: number;
 }
@@ -252,6 +298,19 @@ function dropUndefined<T extends Record<string, unknown>>(o: T): { [K in keyof T
 
 function printTenants(rows: TenantView[]): void {
   printTable(['NAME', 'WEIGHT', 'PRIORITY', 'RPM', 'TPM', 'ID'], rows.map((t) => [t.name, String(t.weight), String(t.priority), String(t.rpm ?? '-'), String(t.tpm ?? '-'), t.id]));
+}
+
+function printAdapters(rows: AdapterView[]): void {
+  printTable(
+    ['NAME', 'BASE', 'OWNER', 'RANK', 'ENGINES'],
+    rows.map((a) => [
+      a.name,
+      a.baseModel,
+      a.tenant ?? '(public)',
+      a.rank === null ? '-' : String(a.rank),
+      a.engines === undefined || a.engines.length === 0 ? '-' : a.engines.map((e) => `${e.engine}:${e.state}`).join(','),
+    ]),
+  );
 }
 
 function printTable(header: string[], rows: string[][]): void {

@@ -1,12 +1,13 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { ApiKeyInfo, ControlPlaneStore, Tenant } from '../core/db/control-plane-store.js';
+import type { Adapter, ApiKeyInfo, ControlPlaneStore, Tenant } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
 import { bearerKey, sha256 } from './auth.js';
 import type { InvalidationBus } from '../core/state/invalidation-bus.js';
 
 /**
- * The admin HTTP API under /admin/: tenants, API keys, quotas and usage, over the control-plane store.
+ * The admin HTTP API under /admin/: tenants, API keys, quotas, models, LoRA adapters and usage, over the
+ * control-plane store.
  * Guarded by the admin key (Authorization: Bearer <admin key>), compared in constant time: no key -> 401,
  * a wrong key -> 403. The gateway registers this plugin only when an admin key is configured; without one
  * every /admin route is a plain 404, so a deployment that never set a key does not even show the surface.
@@ -17,6 +18,11 @@ export interface AdminDeps {
   adminKey: string;
   /** Every replica (this one included) drops what it cached of a changed key or tenant. */
   bus: InvalidationBus;
+  /**
+   * Where each adapter is (by adapter name: one entry per engine holding it or loading it), from the adapters
+   * controller's shared state. Given: GET /admin/adapters shows `engines` per adapter; left out: it does not.
+   */
+  adapterStates?: () => Promise<Map<string, { engine: string; state: string; reason?: string }[]>>;
 }
 
 const limit = { type: ['integer', 'null'], minimum: 0 } as const;
@@ -54,6 +60,19 @@ const modelBody = {
   type: ['object', 'null'],
   additionalProperties: false,
   properties: { allTenants: { type: 'boolean' } },
+} as const;
+const adapterBody = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['name', 'baseModel', 'source'],
+  properties: {
+    name: { type: 'string', minLength: 1, maxLength: 200 },
+    baseModel: { type: 'string', minLength: 1 },
+    source: { type: 'string', minLength: 1 },
+    rank: { type: ['integer', 'null'], minimum: 1, maximum: 2_147_483_647 },
+    // null or left out: a public adapter
+    tenant: { type: ['string', 'null'], minLength: 1, maxLength: 200 },
+  },
 } as const;
 const usageQuery = {
   type: 'object',
@@ -176,6 +195,41 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
     const t = await store.getTenantByName(request.params.tenant);
     if (t !== null) await changedTenant(t.id);
     return { model: request.params.name, tenant: request.params.tenant, allowed: false };
+  });
+
+  // LoRA adapters: the registry. Placement on engines is the adapters controller's; `adapterStates` reports it.
+  const adapterView = (a: Adapter) => ({
+    name: a.name,
+    baseModel: a.baseModel,
+    source: a.source,
+    rank: a.rank,
+    tenant: a.tenantName,
+    tenantId: a.tenantId,
+    createdAt: a.createdAt.toISOString(),
+  });
+
+  app.post<{ Body: { name: string; baseModel: string; source: string; rank?: number | null; tenant?: string | null } }>(
+    '/admin/adapters',
+    { schema: { body: adapterBody } },
+    async (request, reply) => {
+      const a = await store.registerAdapter(request.body);
+      await bus.publish({ kind: 'all' });
+      return reply.code(201).send(adapterView(a));
+    },
+  );
+
+  app.get('/admin/adapters', async () => {
+    const [adapters, states] = await Promise.all([store.listAdapters(), deps.adapterStates?.()]);
+    return {
+      object: 'list',
+      data: adapters.map((a) => (states === undefined ? adapterView(a) : { ...adapterView(a), engines: states.get(a.name) ?? [] })),
+    };
+  });
+
+  app.delete<{ Params: { name: string } }>('/admin/adapters/:name', async (request, reply) => {
+    await store.removeAdapter(request.params.name);
+    await bus.publish({ kind: 'all' });
+    return reply.code(204).send();
   });
 
   app.get<{ Querystring: { tenant?: string; since?: string } }>('/admin/usage', { schema: { querystring: usageQuery } }, async (request) => {

@@ -2,8 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { sqlErrorCode, type SqlClient } from './sql-client.js';
 
 /**
- * The control plane's data: tenants, API keys (stored as SHA-256 only), quotas, model permissions and usage
- * records. One class over SqlClient, so PGlite (embedded) and Postgres run the same SQL.
+ * The control plane's data: tenants, API keys (stored as SHA-256 only), quotas, model permissions, LoRA adapters
+ * and usage records. One class over SqlClient, so PGlite (embedded) and Postgres run the same SQL.
  */
 
 /** The store's own failures, typed so the admin API can map them: conflict -> 409, not_found -> 404, invalid -> 400. */
@@ -73,6 +73,21 @@ export interface ModelAccess {
   allTenants: boolean;
 }
 
+/** A registered LoRA adapter. Where it is resident is not here: the adapters controller's shared state holds that. */
+export interface Adapter {
+  /** What clients send as "model", and the engine's lora_name. */
+  name: string;
+  /** The model it was trained on: only engines serving this model can load it. */
+  baseModel: string;
+  /** Path or URI the engine loads it from (vLLM's lora_path). */
+  source: string;
+  rank: number | null;
+  /** The owning tenant; null: public, every tenant may use it. */
+  tenantId: string | null;
+  tenantName: string | null;
+  createdAt: Date;
+}
+
 export interface UsageRow {
   requestId: string;
   tenantId?: string | null;
@@ -118,7 +133,13 @@ export function generateApiKey(): string {
 type TenantRow = { id: string; name: string; weight: number; priority: number; created_at: Date };
 type KeyRow = { id: string; tenant_id: string; prefix: string; created_at: Date; expires_at: Date | null; revoked_at: Date | null };
 
+type AdapterRow = { name: string; base_model: string; source: string; rank: unknown; tenant_id: string | null; tenant_name: string | null; created_at: Date };
+
 const TENANT_COLS = 'id, name, weight, priority, created_at';
+/** Over `adapters a LEFT JOIN tenants t ON t.id = a.tenant_id`. */
+const ADAPTER_COLS = 'a.name, a.base_model, a.source, a.rank, a.tenant_id, t.name AS tenant_name, a.created_at';
+/** Postgres' integer: the widest rank the column holds. */
+const MAX_RANK = 2_147_483_647;
 const KEY_COLS = 'id, tenant_id, prefix, created_at, expires_at, revoked_at';
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** Rows per INSERT: 13 parameters each stays far below Postgres' 65535-parameter limit. */
@@ -138,6 +159,15 @@ const toKey = (r: KeyRow): ApiKeyInfo => ({
   createdAt: new Date(r.created_at),
   expiresAt: r.expires_at === null ? null : new Date(r.expires_at),
   revokedAt: r.revoked_at === null ? null : new Date(r.revoked_at),
+});
+const toAdapter = (r: AdapterRow): Adapter => ({
+  name: r.name,
+  baseModel: r.base_model,
+  source: r.source,
+  rank: numOrNull(r.rank),
+  tenantId: r.tenant_id,
+  tenantName: r.tenant_name,
+  createdAt: new Date(r.created_at),
 });
 const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
 
@@ -409,6 +439,78 @@ export class ControlPlaneStore {
       else quotas.push({ tenantId, model: r.model, keyId: r.api_key_id, rpm: numOrNull(r.rpm), tpm: numOrNull(r.tpm), scope: scopeOf(r.model, r.api_key_id) });
     }
     return { quotas, deniedModels };
+  }
+
+  // ----------------------------------------------------------------------------------------- adapters
+
+  /**
+   * Registers a LoRA adapter on `baseModel`, owned by `tenant` (by name) or public (null or left out). A name
+   * already registered -> conflict (re-registering is remove + register, so nobody's adapter is replaced by
+   * accident); an unknown tenant -> not_found; an empty field or a rank that is not a whole number > 0 -> invalid.
+   */
+  async registerAdapter(input: { name: string; baseModel: string; source: string; rank?: number | null; tenant?: string | null }): Promise<Adapter> {
+    for (const [field, v] of [['name', input.name], ['baseModel', input.baseModel], ['source', input.source]] as const) {
+      if (typeof v !== 'string' || v.trim() === '') throw new ControlPlaneError('invalid', `adapter ${field} must not be empty`);
+    }
+    const rank = input.rank ?? null;
+    if (rank !== null && !(Number.isSafeInteger(rank) && rank > 0 && rank <= MAX_RANK)) {
+      throw new ControlPlaneError('invalid', `rank must be a whole number > 0, got ${rank}`);
+    }
+    const tenant = input.tenant == null ? null : await this.requireTenant(input.tenant);
+    try {
+      const { rows } = await this.db.query<Pick<AdapterRow, 'created_at'>>(
+        'INSERT INTO adapters (name, base_model, source, rank, tenant_id) VALUES ($1, $2, $3, $4, $5) RETURNING created_at',
+        [input.name, input.baseModel, input.source, rank, tenant?.id ?? null],
+      );
+      return {
+        name: input.name,
+        baseModel: input.baseModel,
+        source: input.source,
+        rank,
+        tenantId: tenant?.id ?? null,
+        tenantName: tenant?.name ?? null,
+        createdAt: new Date(rows[0]!.created_at),
+      };
+    } catch (err) {
+      const code = sqlErrorCode(err);
+      if (code === '23505') throw new ControlPlaneError('conflict', `adapter "${input.name}" already exists`, { cause: err });
+      // The tenant was deleted between the lookup and the insert.
+      if (code === '23503') throw new ControlPlaneError('not_found', `no tenant "${input.tenant}"`, { cause: err });
+      throw err;
+    }
+  }
+
+  /** Every adapter with its owner's name, by name. */
+  async listAdapters(): Promise<Adapter[]> {
+    const { rows } = await this.db.query<AdapterRow>(`SELECT ${ADAPTER_COLS} FROM adapters a LEFT JOIN tenants t ON t.id = a.tenant_id ORDER BY a.name`);
+    return rows.map(toAdapter);
+  }
+
+  async getAdapter(name: string): Promise<Adapter | null> {
+    const { rows } = await this.db.query<AdapterRow>(`SELECT ${ADAPTER_COLS} FROM adapters a LEFT JOIN tenants t ON t.id = a.tenant_id WHERE a.name = $1`, [name]);
+    return rows.length === 0 ? null : toAdapter(rows[0]!);
+  }
+
+  /** Forgets an adapter; unknown name -> not_found. Unloading it from engines is the controller's job. */
+  async removeAdapter(name: string): Promise<void> {
+    const { rows } = await this.db.query('DELETE FROM adapters WHERE name = $1 RETURNING name', [name]);
+    if (rows.length === 0) throw new ControlPlaneError('not_found', `no adapter "${name}"`);
+  }
+
+  /**
+   * The adapters a caller may use, by name. A tenant (by id) sees the public ones and its own. `null` is a caller
+   * with no tenant: a config key (`auth.keys`), which is an operator's key and, as for models and limits, is not
+   * restricted: it sees every adapter, every tenant's included. A tenant id that is not a UUID sees the public ones.
+   */
+  async adaptersVisibleTo(tenantId: string | null): Promise<Adapter[]> {
+    const base = `SELECT ${ADAPTER_COLS} FROM adapters a LEFT JOIN tenants t ON t.id = a.tenant_id`;
+    const { rows } =
+      tenantId === null
+        ? await this.db.query<AdapterRow>(`${base} ORDER BY a.name`)
+        : UUID.test(tenantId)
+          ? await this.db.query<AdapterRow>(`${base} WHERE a.tenant_id IS NULL OR a.tenant_id = $1 ORDER BY a.name`, [tenantId])
+          : await this.db.query<AdapterRow>(`${base} WHERE a.tenant_id IS NULL ORDER BY a.name`);
+    return rows.map(toAdapter);
   }
 
   // -------------------------------------------------------------------------------------------- usage

@@ -2,7 +2,10 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import Fastify from 'fastify';
 import { apiKeyDigest } from '../../core/db/control-plane-store.js';
+import { localInvalidationBus, type Invalidation } from '../../core/state/invalidation-bus.js';
+import { adminRoutes } from '../../router/admin.js';
 import { authHeaders, chatBody, startCluster, startGateway, testModel, type Cluster } from '../helpers/cluster.js';
 import { DATABASE_URL, pgliteDatabase, postgresDatabase, type TestDatabase } from '../unit/db/harness.js';
 
@@ -30,13 +33,14 @@ function runCli(args: string[], env: Record<string, string> = {}): Promise<{ cod
   });
 }
 
-async function adminCall(base: string, method: 'GET' | 'POST' | 'PATCH' | 'PUT', path: string, body?: unknown, key: string | null = adminKey) {
+async function adminCall(base: string, method: 'GET' | 'POST' | 'PATCH' | 'PUT' | 'DELETE', path: string, body?: unknown, key: string | null = adminKey) {
   const res = await request(`${base}${path}`, {
     method,
     headers: { ...(key !== null ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  return { status: res.statusCode, json: (await res.body.json()) as any };
+  const text = await res.body.text();
+  return { status: res.statusCode, json: (text === '' ? null : JSON.parse(text)) as any };
 }
 
 async function chat(base: string, key: string): Promise<number> {
@@ -210,6 +214,127 @@ for (const variant of variants) {
       expect(recent.json.data.map((r: { model: string }) => r.model)).toEqual(['m1']);
       expect((await adminCall(url, 'GET', '/admin/usage?since=yesterday')).status).toBe(400);
       expect((await adminCall(url, 'GET', '/admin/usage?tenant=nobody')).status).toBe(404);
+    });
+
+    it('registers, lists and removes adapters; duplicates 409, unknown tenant or adapter 404, bad bodies 400', async () => {
+      await adminCall(url, 'POST', '/admin/tenants', { name: 'lora-co' });
+      const owned = await adminCall(url, 'POST', '/admin/adapters', { name: 'lora-co-sql', baseModel: testModel, source: '/adapters/sql', rank: 16, tenant: 'lora-co' });
+      expect(owned.status).toBe(201);
+      expect(owned.json).toEqual({
+        name: 'lora-co-sql', baseModel: testModel, source: '/adapters/sql', rank: 16, tenant: 'lora-co', tenantId: expect.any(String), createdAt: expect.any(String),
+      });
+      const pub = await adminCall(url, 'POST', '/admin/adapters', { name: 'org/public-chat', baseModel: testModel, source: 'hf://org/public-chat', tenant: null });
+      expect(pub.status).toBe(201);
+      expect(pub.json).toMatchObject({ tenant: null, tenantId: null, rank: null });
+
+      const list = await adminCall(url, 'GET', '/admin/adapters');
+      expect(list.status).toBe(200);
+      expect(list.json.object).toBe('list');
+      expect(list.json.data).toEqual(expect.arrayContaining([owned.json, pub.json]));
+      // no adapterStates given to this gateway: no engines field
+      expect(list.json.data[0]).not.toHaveProperty('engines');
+
+      const dup = await adminCall(url, 'POST', '/admin/adapters', { name: 'lora-co-sql', baseModel: 'other', source: '/x' });
+      expect(dup.status).toBe(409);
+      expectErrorShape(dup.json, 'invalid_request_error', 'conflict');
+      const ghost = await adminCall(url, 'POST', '/admin/adapters', { name: 'ghost-lora', baseModel: testModel, source: '/x', tenant: 'nobody' });
+      expect(ghost.status).toBe(404);
+      expectErrorShape(ghost.json, 'not_found_error', 'not_found');
+      for (const bad of [
+        { name: 'b', baseModel: testModel },
+        { name: '', baseModel: testModel, source: '/x' },
+        { name: 'b', baseModel: testModel, source: '/x', rank: 0 },
+        { name: 'b', baseModel: testModel, source: '/x', rank: 'big' },
+        { name: 'b', baseModel: testModel, source: '/x', colour: 'red' },
+        { name: 'b', baseModel: testModel, source: '/x', tenant: '' },
+      ]) {
+        const res = await adminCall(url, 'POST', '/admin/adapters', bad);
+        expect(res.status, JSON.stringify(bad)).toBe(400);
+        expectErrorShape(res.json, 'invalid_request_error');
+      }
+      expect((await adminCall(url, 'GET', '/admin/adapters')).json.data.map((a: { name: string }) => a.name)).not.toContain('b');
+
+      const removed = await adminCall(url, 'DELETE', `/admin/adapters/${encodeURIComponent('org/public-chat')}`);
+      expect(removed.status).toBe(204);
+      expect(removed.json).toBeNull();
+      const again = await adminCall(url, 'DELETE', `/admin/adapters/${encodeURIComponent('org/public-chat')}`);
+      expect(again.status).toBe(404);
+      expectErrorShape(again.json, 'not_found_error', 'not_found');
+      expect((await adminCall(url, 'GET', '/admin/adapters')).json.data.map((a: { name: string }) => a.name)).toEqual(['lora-co-sql']);
+      expect((await adminCall(url, 'DELETE', '/admin/adapters/lora-co-sql', undefined, null)).status).toBe(401);
+      expect((await adminCall(url, 'DELETE', '/admin/adapters/lora-co-sql')).status).toBe(204);
+    });
+
+    it('lists where each adapter is placed when given adapterStates, and tells every replica of adapter changes', async () => {
+      const bus = localInvalidationBus();
+      const heard: Invalidation[] = [];
+      bus.subscribe((m) => heard.push(m));
+      const app = Fastify();
+      const states = new Map([['states-a', [{ engine: 'e0', state: 'resident' }, { engine: 'e1', state: 'failed', reason: 'out of memory' }]]]);
+      await app.register(async (admin) => adminRoutes(admin, { store: cluster.gateway.store!, adminKey, bus, adapterStates: async () => states }));
+      const base = await app.listen({ host: '127.0.0.1', port: 0 });
+      try {
+        expect((await adminCall(base, 'POST', '/admin/adapters', { name: 'states-a', baseModel: testModel, source: '/a' })).status).toBe(201);
+        expect((await adminCall(base, 'POST', '/admin/adapters', { name: 'states-b', baseModel: testModel, source: '/b' })).status).toBe(201);
+        const list = await adminCall(base, 'GET', '/admin/adapters');
+        const byName = new Map(list.json.data.map((a: { name: string }) => [a.name, a]));
+        expect(byName.get('states-a')).toMatchObject({ engines: [{ engine: 'e0', state: 'resident' }, { engine: 'e1', state: 'failed', reason: 'out of memory' }] });
+        expect(byName.get('states-b')).toMatchObject({ engines: [] });
+        expect((await adminCall(base, 'DELETE', '/admin/adapters/states-a')).status).toBe(204);
+        await cluster.gateway.store!.removeAdapter('states-b');
+        expect(heard).toEqual([{ kind: 'all' }, { kind: 'all' }, { kind: 'all' }]);
+      } finally {
+        await app.close();
+        await bus.close();
+      }
+    });
+
+    it('the CLI registers, lists and removes adapters', async () => {
+      expect((await runCli(['--url', url, 'tenant', 'create', 'cli-lora-co'])).code).toBe(0);
+      const reg = await runCli(['--url', url, 'adapter', 'register', 'cli-sql', '--base', testModel, '--path', '/adapters/cli-sql', '--tenant', 'cli-lora-co', '--rank', '8']);
+      expect(reg.code, reg.stderr).toBe(0);
+      expect(reg.stdout).toMatch(/^NAME\s+BASE\s+OWNER\s+RANK\s+ENGINES$/m);
+      expect(reg.stdout).toMatch(new RegExp(`^cli-sql\\s+${testModel}\\s+cli-lora-co\\s+8\\s+-$`, 'm'));
+      const pub = await runCli(['--url', url, 'adapter', 'register', 'cli-open', '--base', testModel, '--path', 'hf://org/open', '--public']);
+      expect(pub.code, pub.stderr).toBe(0);
+
+      const list = await runCli(['--url', url, 'adapter', 'list']);
+      expect(list.code, list.stderr).toBe(0);
+      expect(list.stdout).toMatch(/^NAME\s+BASE\s+OWNER\s+RANK\s+ENGINES$/m);
+      expect(list.stdout).toMatch(/^cli-sql\s+\S+\s+cli-lora-co\s+8\s+-$/m);
+      expect(list.stdout).toMatch(/^cli-open\s+\S+\s+\(public\)\s+-\s+-$/m);
+      const json = await runCli(['--url', url, 'adapter', 'list', '--json']);
+      expect(json.code).toBe(0);
+      expect(JSON.parse(json.stdout)).toEqual(
+        expect.arrayContaining([expect.objectContaining({ name: 'cli-sql', baseModel: testModel, source: '/adapters/cli-sql', rank: 8, tenant: 'cli-lora-co' })]),
+      );
+
+      const dup = await runCli(['--url', url, 'adapter', 'register', 'cli-sql', '--base', testModel, '--path', '/x', '--public']);
+      expect(dup.code).toBe(1);
+      expect(dup.stderr).toContain('409');
+      const ghost = await runCli(['--url', url, 'adapter', 'register', 'cli-ghost', '--base', testModel, '--path', '/x', '--tenant', 'nobody']);
+      expect(ghost.code).toBe(1);
+      expect(ghost.stderr).toContain('404');
+
+      const removed = await runCli(['--url', url, 'adapter', 'remove', 'cli-sql']);
+      expect(removed.code, removed.stderr).toBe(0);
+      expect(removed.stdout).toContain('cli-sql');
+      expect((await runCli(['--url', url, 'adapter', 'list'])).stdout).not.toContain('cli-sql');
+      const missing = await runCli(['--url', url, 'adapter', 'remove', 'cli-sql']);
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toContain('404');
+
+      // usage errors: exit 2 before any call
+      const neither = await runCli(['--url', url, 'adapter', 'register', 'x', '--base', testModel, '--path', '/x']);
+      expect(neither.code).toBe(2);
+      expect(neither.stderr).toContain('--public');
+      expect((await runCli(['--url', url, 'adapter', 'register', 'x', '--base', testModel, '--path', '/x', '--public', '--tenant', 'cli-lora-co'])).code).toBe(2);
+      expect((await runCli(['--url', url, 'adapter', 'register', 'x', '--path', '/x', '--public'])).code).toBe(2);
+      expect((await runCli(['--url', url, 'adapter', 'register', 'x', '--base', testModel, '--public'])).code).toBe(2);
+      expect((await runCli(['--url', url, 'adapter', 'register', 'x', '--base', testModel, '--path', '/x', '--public', '--rank', '0'])).code).toBe(2);
+      expect((await runCli(['--url', url, 'adapter', 'register', '--base', testModel, '--path', '/x', '--public'])).code).toBe(2);
+      expect((await runCli(['--url', url, 'adapter', 'list', '--public'])).code).toBe(2);
+      expect((await runCli(['--url', url, 'adapter', 'list'])).stdout).not.toMatch(/^x\s/m);
     });
 
     it('serves no /admin route at all without an admin key (404)', async () => {

@@ -192,6 +192,80 @@ export function controlPlaneSuite(open: () => Promise<TestDatabase>): void {
     });
   });
 
+  describe('adapters', () => {
+    it('registers public and tenant-owned adapters; lists them with the owner name; gets one', async () => {
+      const acme = (await store.getTenantByName('acme'))!;
+      const pub = await store.registerAdapter({ name: 'sql-lora', baseModel: 'llama', source: '/adapters/sql', rank: 16 });
+      expect(pub).toEqual({ name: 'sql-lora', baseModel: 'llama', source: '/adapters/sql', rank: 16, tenantId: null, tenantName: null, createdAt: expect.any(Date) });
+      const own = await store.registerAdapter({ name: 'acme-tone', baseModel: 'llama', source: 's3://bucket/acme-tone', tenant: 'acme' });
+      expect(own).toMatchObject({ rank: null, tenantId: acme.id, tenantName: 'acme' });
+      await store.registerAdapter({ name: 'beta-legal', baseModel: 'qwen', source: 'hf://org/beta-legal', rank: 8, tenant: 'beta' });
+      await store.registerAdapter({ name: 'open-chat', baseModel: 'qwen', source: '/adapters/open', tenant: null });
+
+      const listed = await store.listAdapters();
+      expect(listed.map((a) => [a.name, a.baseModel, a.tenantName, a.rank])).toEqual([
+        ['acme-tone', 'llama', 'acme', null],
+        ['beta-legal', 'qwen', 'beta', 8],
+        ['open-chat', 'qwen', null, null],
+        ['sql-lora', 'llama', null, 16],
+      ]);
+      expect(listed[0]!.createdAt).toBeInstanceOf(Date);
+      expect(await store.getAdapter('acme-tone')).toEqual(own);
+      expect(await store.getAdapter('nope')).toBeNull();
+    });
+
+    it('a taken name is a conflict, an unknown tenant not_found, empty fields and bad ranks invalid', async () => {
+      await expect(store.registerAdapter({ name: 'sql-lora', baseModel: 'qwen', source: '/elsewhere' })).rejects.toMatchObject({ name: 'ControlPlaneError', kind: 'conflict' });
+      await expect(store.registerAdapter({ name: 'sql-lora', baseModel: 'llama', source: '/x', tenant: 'acme' })).rejects.toMatchObject({ kind: 'conflict' });
+      await expect(store.registerAdapter({ name: 'ghostly', baseModel: 'llama', source: '/x', tenant: 'ghost' })).rejects.toMatchObject({ kind: 'not_found' });
+      for (const bad of [
+        { name: '', baseModel: 'llama', source: '/x' },
+        { name: '  ', baseModel: 'llama', source: '/x' },
+        { name: 'a', baseModel: '', source: '/x' },
+        { name: 'a', baseModel: 'llama', source: '' },
+        { name: 'a', baseModel: 'llama', source: '/x', rank: 0 },
+        { name: 'a', baseModel: 'llama', source: '/x', rank: -4 },
+        { name: 'a', baseModel: 'llama', source: '/x', rank: 1.5 },
+        { name: 'a', baseModel: 'llama', source: '/x', rank: 2 ** 31 },
+      ]) {
+        await expect(store.registerAdapter(bad), JSON.stringify(bad)).rejects.toMatchObject({ kind: 'invalid' });
+      }
+      // the original is untouched, nothing half-registered
+      expect(await store.getAdapter('sql-lora')).toMatchObject({ baseModel: 'llama', source: '/adapters/sql', tenantId: null });
+      expect(await store.getAdapter('a')).toBeNull();
+      expect(await store.getAdapter('ghostly')).toBeNull();
+    });
+
+    it('a tenant sees the public adapters and its own, never another tenant\'s; a config key (null) sees all', async () => {
+      const acme = (await store.getTenantByName('acme'))!;
+      const beta = (await store.getTenantByName('beta'))!;
+      const names = async (id: string | null) => (await store.adaptersVisibleTo(id)).map((a) => a.name);
+      expect(await names(acme.id)).toEqual(['acme-tone', 'open-chat', 'sql-lora']);
+      expect(await names(beta.id)).toEqual(['beta-legal', 'open-chat', 'sql-lora']);
+      expect(await names(null)).toEqual(['acme-tone', 'beta-legal', 'open-chat', 'sql-lora']);
+      expect(await names('00000000-0000-0000-0000-000000000000')).toEqual(['open-chat', 'sql-lora']);
+      expect(await names('not-a-uuid')).toEqual(['open-chat', 'sql-lora']);
+      expect((await store.adaptersVisibleTo(acme.id))[0]).toMatchObject({ name: 'acme-tone', tenantName: 'acme', source: 's3://bucket/acme-tone' });
+    });
+
+    it('removes an adapter; an unknown one is not_found', async () => {
+      await store.removeAdapter('open-chat');
+      expect(await store.getAdapter('open-chat')).toBeNull();
+      expect((await store.listAdapters()).map((a) => a.name)).not.toContain('open-chat');
+      await expect(store.removeAdapter('open-chat')).rejects.toMatchObject({ kind: 'not_found' });
+      // the name is free again
+      expect(await store.registerAdapter({ name: 'open-chat', baseModel: 'llama', source: '/v2' })).toMatchObject({ source: '/v2' });
+    });
+
+    it('schema: a deleted tenant takes its adapters with it (no store call deletes tenants yet: plain SQL)', async () => {
+      await store.createTenant({ name: 'doomed' });
+      await store.registerAdapter({ name: 'doomed-lora', baseModel: 'llama', source: '/d', tenant: 'doomed' });
+      await t.db.query("DELETE FROM tenants WHERE name = 'doomed'");
+      expect(await store.getAdapter('doomed-lora')).toBeNull();
+      expect(await store.getAdapter('sql-lora')).not.toBeNull();
+    });
+  });
+
   describe('usage', () => {
     it('is idempotent on request id and sums per tenant and model', async () => {
       const acme = (await store.getTenantByName('acme'))!;
