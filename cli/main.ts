@@ -10,7 +10,7 @@ Commands:
          The production gateway in front of the engines listed in the config.
   sim    --port P --model NAME [timing, cache, LoRA and fault flags; see 'switchyard sim --help']
          One simulated vLLM-compatible engine.
-  admin  tenant|key|quota|usage ... [--url http://127.0.0.1:8080]
+  admin  tenant|key|quota|model|adapter|usage ... [--url http://127.0.0.1:8080]
          Manages tenants, API keys, quotas and usage through a running gateway's admin API
          (admin key from env SWITCHYARD_ADMIN_KEY).
   replay --trace FILE --engines N --policy P1,P2,... [--rate-scale X] [--limit N] [--out DIR]
