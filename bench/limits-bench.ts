@@ -234,7 +234,7 @@ async function micro(admin: Redis): Promise<{ results: MicroResult[]; database: 
       policies: tenantPolicyCache(store, cache),
       limiter,
       limits: config.limits,
-      metrics: createGatewayMetrics(new Registry(), { engines: () => [], queueLength: () => new Map<number, number>() }),
+      metrics: createGatewayMetrics(new Registry(), { engines: () => [], queueLength: () => new Map<number, number>(), adaptersResident: () => new Map<string, number>() }),
     };
     // admit() only sets the x-ratelimit-* headers on the reply.
     const reply = {

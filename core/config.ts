@@ -222,6 +222,27 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    adapters: z
+      .object({
+        /** Run the placement controller in this gateway (with Redis, one gateway at a time acts: a lease). */
+        controller: z.boolean().default(true),
+        /** Adapters an engine holds at once, unless the engine says (vLLM --max-loras). */
+        maxPerEngine: z.number().int().positive().default(4),
+        /** Demand one replica of an adapter is meant to serve; more demand, more replicas. */
+        requestsPerReplica: z.number().positive().default(60),
+        /** Never unload an adapter that became resident less than this long ago (no flapping). */
+        minResidencyMs: ms(60_000),
+        /** Between controller rounds. */
+        intervalMs: ms(2_000),
+        /** The controller lease: a dead holder is replaced after this. */
+        leaseTtlMs: ms(10_000),
+        /** How stale a router's view of where adapters are resident may be. */
+        residencyRefreshMs: ms(250),
+        /** Key prefix in Redis. */
+        redisKeyPrefix: z.string().min(1).default('switchyard:adapters:'),
+      })
+      .strict()
+      .prefault({}),
     redis: z
       .object({
         /** Shared state (prefix index, rate limits, usage events, cache invalidation) lives here when set; env REDIS_URL overrides. Unset: in-process. */
@@ -247,6 +268,9 @@ export const ConfigSchema = z
           ctx.addIssue({ code: 'custom', path: ['engines', i, 'kvEventsEndpoint'], message: 'KV events name blocks by the engine\'s hashes: set kvcache.hashing: vllm' });
         }
       });
+    }
+    if (cfg.adapters.leaseTtlMs <= cfg.adapters.intervalMs) {
+      ctx.addIssue({ code: 'custom', path: ['adapters', 'leaseTtlMs'], message: 'must be longer than adapters.intervalMs, or the lease lapses between rounds' });
     }
     const names = new Set<string>();
     cfg.models.forEach((m, i) => {

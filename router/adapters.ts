@@ -52,6 +52,13 @@ export class AdapterRouter {
     this.#opts = opts;
   }
 
+  /** Adapters resident per engine, as last read (for a gauge). */
+  residentPerEngine(): Map<string, number> {
+    const counts = new Map<string, number>();
+    for (const engines of this.#resident.values()) for (const e of engines) counts.set(e, (counts.get(e) ?? 0) + 1);
+    return counts;
+  }
+
   /** Drops the cached registry (an admin change). */
   invalidate(): void {
     this.#catalog = undefined;

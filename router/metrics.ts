@@ -18,6 +18,11 @@ export interface GatewayMetrics {
   readonly usageEvents: Counter<'outcome'>;
   /** usageEvents{outcome="recorded"}, bound once: it is counted on every request. */
   readonly usageRecorded: Counter.Internal;
+  readonly adapterLoads: Counter<'engine'>;
+  readonly adapterUnloads: Counter<'engine'>;
+  readonly adapterFailures: Counter<'engine' | 'operation'>;
+  readonly adapterLoadSeconds: Histogram;
+  readonly coldStartWait: Histogram<'outcome'>;
 }
 
 /** What the metrics read at scrape time. */
@@ -25,6 +30,8 @@ export interface GatewayGauges {
   readonly engines: () => readonly EngineSnapshot[];
   /** Requests waiting in the fair queue, per priority class. */
   readonly queueLength: () => ReadonlyMap<number, number>;
+  /** Adapters resident per engine, as this replica last read them. */
+  readonly adaptersResident: () => ReadonlyMap<string, number>;
 }
 
 /** The gateway's own series, `switchyard_` prefixed. Engine gauges read the registry's snapshot at scrape time. */
@@ -52,6 +59,16 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
       for (const [priority, waiting] of gauges.queueLength()) this.set({ priority: String(priority) }, waiting);
     },
   });
+  new Gauge({
+    name: 'switchyard_adapters_resident',
+    help: 'LoRA adapters resident per engine, as this replica last read the shared residency map',
+    labelNames: ['engine'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [engine, n] of gauges.adaptersResident()) this.set({ engine }, n);
+    },
+  });
   const usageEvents = new Counter({
     name: 'switchyard_usage_events_total',
     help: 'Usage events: recorded by the gateway, stored by the writer, failed (retried) or dropped (lost)',
@@ -61,6 +78,27 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
   return {
     usageEvents,
     usageRecorded: usageEvents.labels('recorded'),
+    adapterLoads: new Counter({ name: 'switchyard_adapter_loads_total', help: 'LoRA adapters loaded by this gateway\'s controller, per engine', labelNames: ['engine'], registers: [registry] }),
+    adapterUnloads: new Counter({ name: 'switchyard_adapter_unloads_total', help: 'LoRA adapters unloaded by this gateway\'s controller, per engine', labelNames: ['engine'], registers: [registry] }),
+    adapterFailures: new Counter({
+      name: 'switchyard_adapter_failures_total',
+      help: 'LoRA adapter loads or unloads that failed (retried with backoff), per engine and operation',
+      labelNames: ['engine', 'operation'],
+      registers: [registry],
+    }),
+    adapterLoadSeconds: new Histogram({
+      name: 'switchyard_adapter_load_seconds',
+      help: 'Time an engine took to load a LoRA adapter',
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120],
+      registers: [registry],
+    }),
+    coldStartWait: new Histogram({
+      name: 'switchyard_adapter_cold_start_wait_seconds',
+      help: 'Time requests for an adapter resident nowhere waited for it to load, by outcome (loaded, timeout, failed)',
+      labelNames: ['outcome'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
     requests: new Counter({
       name: 'switchyard_requests_total',
       help: 'Inference requests by model, engine (none when no engine was chosen) and HTTP status',

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import Fastify, { type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Registry } from 'prom-client';
 import { ConfigError, type Config } from '../core/config.js';
 import type { EngineSpec } from '../core/engine.js';
@@ -12,12 +12,15 @@ import { adminRoutes } from './admin.js';
 import { bearerKey, composeResolvers, type Principal, type PrincipalResolver } from './auth.js';
 import { servedModels } from './engines/models.js';
 import { EngineRegistry } from './engines/registry.js';
-import { createGatewayMetrics } from './metrics.js';
+import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { PrefixTracker } from './prefix.js';
 import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
 import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
 import { SessionAffinity } from './sessions.js';
+import { AdaptersController } from '../adapters-controller/controller.js';
+import type { AdapterStateStore } from '../core/state/adapter-state.js';
+import { AdapterRouter } from './adapters.js';
 import { CapacityGate } from './capacity.js';
 import { FairQueue } from './fair-queue.js';
 import { openSharedState, type SharedState } from './shared-state.js';
@@ -95,7 +98,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
         onDispatch: (waitedMs) => metrics.queueWait.observe(waitedMs / 1000),
       })
     : undefined;
-  const metrics = createGatewayMetrics(metricsRegistry, { engines: () => registry.snapshot(), queueLength: () => queue?.waitingByPriority() ?? new Map() });
+  const metrics = createGatewayMetrics(metricsRegistry, {
+    engines: () => registry.snapshot(),
+    queueLength: () => queue?.waitingByPriority() ?? new Map(),
+    adaptersResident: () => adapters?.residentPerEngine() ?? new Map(),
+  });
   const pipeline = routingPipeline(config);
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
   prefix?.setEngines(engines);
@@ -140,8 +147,25 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     } else {
       tenantKeys?.clear();
       policies?.clear();
+      adapters?.invalidate();
+      controller?.nudge();
     }
   });
+  const controller = store === undefined ? undefined : adaptersController(config, store, shared, registry, metrics, app.log);
+  const adapters =
+    store === undefined || controller === undefined
+      ? undefined
+      : new AdapterRouter({
+          listAdapters: () => store!.listAdapters(),
+          state: shared.adapters,
+          registry,
+          load: (adapter, engine) => controller.loadNow(adapter, engine),
+          holder: controller.holderId,
+          catalogTtlMs: config.auth.keyCacheTtlMs,
+          refreshMs: config.adapters.residencyRefreshMs,
+          onColdStart: (_adapter, waitedMs, outcome) => metrics.coldStartWait.observe({ outcome }, waitedMs / 1000),
+        });
+  if (config.adapters.controller) controller?.start();
   const pools = new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const])));
   const deps: ProxyDeps = {
     prefix,
@@ -155,7 +179,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     admission: { policies, limiter: shared.limiter, limits: config.limits, metrics },
     queue,
     usage: shared.usage,
-    adapters: undefined,
+    adapters,
   };
 
   app.decorateRequest('rawBody', null);
@@ -209,7 +233,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 
   if (store !== undefined && tenantKeys !== undefined && opts.adminKey !== undefined && opts.adminKey !== '') {
-    const adminDeps = { store, bus: shared.bus, adminKey: opts.adminKey };
+    const adminDeps = { store, bus: shared.bus, adminKey: opts.adminKey, adapterStates: () => placementsByAdapter(shared.adapters) };
     app.register(async (admin) => adminRoutes(admin, adminDeps));
   }
 
@@ -237,9 +261,21 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       } catch (err) {
         throw new ApiError(503, 'the control-plane database is unavailable; retry shortly', { code: 'control_plane_unavailable', cause: err });
       }
-      const data = servedModels(registry.snapshot())
-        .filter((id) => denied === undefined || !denied.has(id))
-        .map((id) => ({ id, object: 'model', created: 0, owned_by: 'switchyard' }));
+      const served = servedModels(registry.snapshot()).filter((id) => denied === undefined || !denied.has(id));
+      const data: { id: string; object: 'model'; created: number; owned_by: string; root: string; parent: string | null }[] = served.map((id) => ({
+        id,
+        object: 'model',
+        created: 0,
+        owned_by: 'switchyard',
+        root: id,
+        parent: null,
+      }));
+      // Adapters as vLLM lists them: `parent` is the base model. Only those the caller may use, on a base it may use.
+      const visible = adapters === undefined ? [] : await adapters.visibleTo(request.principal!);
+      for (const a of visible) {
+        if (!served.includes(a.baseModel)) continue;
+        data.push({ id: a.name, object: 'model', created: Math.floor(a.createdAt.getTime() / 1000), owned_by: a.tenantName ?? 'switchyard', root: a.source, parent: a.baseModel });
+      }
       return { object: 'list', data };
     });
     const route = (url: string, endpoint: Endpoint, schema: object) =>
@@ -264,10 +300,56 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await registry.stop();
       await prefix?.close();
       // After the last request: its usage event is flushed before the database closes.
+      await controller?.stop();
       await shared.close();
       if (ownsDb) await db?.close();
     },
   };
+}
+
+/** The placement controller over the registry and this gateway's engines; started unless adapters.controller is off. */
+function adaptersController(
+  config: Config,
+  store: ControlPlaneStore,
+  shared: SharedState,
+  registry: EngineRegistry,
+  metrics: GatewayMetrics,
+  log: FastifyBaseLogger,
+): AdaptersController {
+  return new AdaptersController({
+    store: shared.adapters,
+    engines: () => registry.snapshot().map((e) => ({ id: e.spec.id, url: e.spec.url, kind: e.spec.kind, models: e.spec.models, healthy: e.healthy })),
+    adapters: async () => (await store.listAdapters()).map((a) => ({ name: a.name, baseModel: a.baseModel, source: a.source })),
+    options: {
+      intervalMs: config.adapters.intervalMs,
+      leaseTtlMs: config.adapters.leaseTtlMs,
+      placement: {
+        maxAdaptersPerEngine: config.adapters.maxPerEngine,
+        requestsPerReplica: config.adapters.requestsPerReplica,
+        minResidencyMs: config.adapters.minResidencyMs,
+      },
+    },
+    hooks: {
+      onLoad: (engine, _adapter, ms) => {
+        metrics.adapterLoads.inc({ engine });
+        metrics.adapterLoadSeconds.observe(ms / 1000);
+      },
+      onUnload: (engine) => metrics.adapterUnloads.inc({ engine }),
+      onFailure: (engine, _adapter, _reason, operation) => metrics.adapterFailures.inc({ engine, operation }),
+    },
+    logger: log,
+  });
+}
+
+/** Every adapter's state on every engine, for the admin API's listing. */
+async function placementsByAdapter(state: AdapterStateStore): Promise<Map<string, { engine: string; state: string; reason?: string }[]>> {
+  const out = new Map<string, { engine: string; state: string; reason?: string }[]>();
+  for (const p of await state.placements()) {
+    let list = out.get(p.adapter);
+    if (list === undefined) out.set(p.adapter, (list = []));
+    list.push(p.reason === undefined ? { engine: p.engine, state: p.state } : { engine: p.engine, state: p.state, reason: p.reason });
+  }
+  return out;
 }
 
 function routingPipeline(config: Config): RoutingPipeline {

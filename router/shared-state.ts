@@ -3,7 +3,10 @@ import { Redis } from 'ioredis';
 import type { Config } from '../core/config.js';
 import type { ControlPlaneStore } from '../core/db/control-plane-store.js';
 import { localInvalidationBus, redisInvalidationBus, type InvalidationBus } from '../core/state/invalidation-bus.js';
+import type { AdapterStateStore } from '../core/state/adapter-state.js';
 import { fallbackRateLimiter } from '../core/state/fallback-rate-limiter.js';
+import { memoryAdapterState } from '../core/state/memory-adapter-state.js';
+import { redisAdapterState } from '../core/state/redis-adapter-state.js';
 import { memoryRateLimiter } from '../core/state/memory-rate-limiter.js';
 import type { RateLimiter } from '../core/state/rate-limit.js';
 import { redisRateLimiter } from '../core/state/redis-rate-limiter.js';
@@ -14,11 +17,13 @@ import type { GatewayMetrics } from './metrics.js';
 
 /**
  * What router replicas share, in Redis when `redis.url` is set, else in process (the embedded default): rate-limit
- * counters, cache invalidations, and the usage events on their way to the database.
+ * counters, cache invalidations, LoRA adapter residency, and the usage events on their way to the database.
  */
 export interface SharedState {
   readonly bus: InvalidationBus;
   readonly limiter: RateLimiter;
+  /** Where LoRA adapters are resident, their demand, the controller lease. */
+  readonly adapters: AdapterStateStore;
   /** Absent without a control-plane database. */
   readonly usage: UsageSink | undefined;
   close(): Promise<void>;
@@ -41,14 +46,17 @@ export function openSharedState(config: Config, store: ControlPlaneStore | undef
     const usage = direct();
     const bus = localInvalidationBus();
     const limiter = memoryRateLimiter();
+    const adapters = memoryAdapterState();
     return {
       bus,
       limiter,
+      adapters,
       usage,
       async close() {
         await usage?.close();
         await bus.close();
         await limiter.close();
+        await adapters.close();
       },
     };
   }
@@ -98,9 +106,11 @@ export function openSharedState(config: Config, store: ControlPlaneStore | undef
           ...sinkHooks,
         });
   writer?.start();
+  const adapters = redisAdapterState({ redis, keyPrefix: config.adapters.redisKeyPrefix });
   return {
     bus,
     limiter,
+    adapters,
     usage,
     async close() {
       await usage?.close();
@@ -108,6 +118,7 @@ export function openSharedState(config: Config, store: ControlPlaneStore | undef
       await writer?.stop();
       await bus.close();
       await limiter.close();
+      await adapters.close();
       redis.disconnect();
     },
   };
