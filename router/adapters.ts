@@ -1,5 +1,4 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { LRUCache } from 'lru-cache';
 import type { Adapter } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
 import type { AdapterStateStore } from '../core/state/adapter-state.js';
@@ -45,8 +44,6 @@ export class AdapterRouter {
   #refreshing: Promise<void> | undefined;
   /** This replica's cold starts in progress, one per adapter. */
   readonly #coldStarts = new Map<string, Promise<void>>();
-  /** Demand is counted in the shared store at most once per adapter per replica per this window. */
-  readonly #recentDemand = new LRUCache<string, true>({ max: 10_000, ttl: 1_000 });
 
   constructor(opts: AdapterRouterOptions) {
     this.#opts = opts;
@@ -112,43 +109,50 @@ export class AdapterRouter {
     while (performance.now() < deadline && !signal.aborted) {
       if (await state.claimLoad(adapter.name, holder, claimTtlMs)) {
         try {
-          const engine = this.#coldEngine(adapter.baseModel);
-          if (engine === undefined) throw new ApiError(503, `no healthy engine serves \`${adapter.baseModel}\`, the base model of adapter \`${adapter.name}\``, { code: 'no_healthy_engine' });
-          await this.#opts.load(adapter.name, engine);
-        } catch (err) {
-          lastError = err;
+          lastError = await this.#loadSomewhere(adapter);
         } finally {
           await state.releaseLoad(adapter.name, holder).catch(() => {});
         }
-      } else {
-        await sleep(pollMs);
       }
       await this.#refresh(true);
       if ((this.#resident.get(adapter.name)?.size ?? 0) > 0) return;
-      if (lastError instanceof ApiError) throw lastError;
-      if (lastError !== undefined) {
-        throw new ApiError(502, `adapter \`${adapter.name}\` could not be loaded: ${(lastError as Error).message ?? String(lastError)}`, { type: 'server_error', code: 'adapter_load_failed' });
-      }
+      // Another replica is loading it, or every engine is full of adapters too recently loaded to unload: wait.
+      await sleep(lastError === undefined ? pollMs : 4 * pollMs);
     }
-    throw new ApiError(504, `adapter \`${adapter.name}\` was not loaded within the request's time-to-first-token limit`, { type: 'timeout_error', code: 'adapter_load_timeout' });
+    const why = lastError === undefined ? '' : `: ${(lastError as Error).message ?? String(lastError)}`;
+    throw new ApiError(504, `adapter \`${adapter.name}\` could not be loaded within the request's time-to-first-token limit${why}`, {
+      type: 'timeout_error',
+      code: 'adapter_load_timeout',
+    });
   }
 
-  /** For a cold load: a healthy engine of the base model with the fewest adapters, then the fewest requests in flight. */
-  #coldEngine(baseModel: string): string | undefined {
-    const held = new Map<string, number>();
-    for (const engines of this.#resident.values()) for (const e of engines) held.set(e, (held.get(e) ?? 0) + 1);
-    let best: { id: string; adapters: number; inFlight: number } | undefined;
-    for (const e of this.#opts.registry.snapshot()) {
-      if (!e.healthy || !e.spec.models.includes(baseModel)) continue;
-      const c = { id: e.spec.id, adapters: held.get(e.spec.id) ?? 0, inFlight: e.inFlight };
-      if (best === undefined || c.adapters < best.adapters || (c.adapters === best.adapters && (c.inFlight < best.inFlight || (c.inFlight === best.inFlight && c.id < best.id)))) best = c;
+  /**
+   * Loads the adapter on the first engine of its base model that takes it, fewest adapters first (loading ones
+   * count), then fewest requests in flight; the controller unloads an idle adapter when an engine is full.
+   * Returns the last engine's error when none took it, undefined on success.
+   */
+  async #loadSomewhere(adapter: ResolvedAdapter): Promise<unknown> {
+    const occupancy = new Map<string, number>();
+    for (const p of await this.#opts.state.placements()) if (p.state !== 'failed') occupancy.set(p.engine, (occupancy.get(p.engine) ?? 0) + 1);
+    const candidates = this.#opts.registry
+      .snapshot()
+      .filter((e) => e.healthy && e.spec.models.includes(adapter.baseModel))
+      .map((e) => ({ id: e.spec.id, adapters: occupancy.get(e.spec.id) ?? 0, inFlight: e.inFlight }))
+      .sort((a, b) => a.adapters - b.adapters || a.inFlight - b.inFlight || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    if (candidates.length === 0) return new Error(`no healthy engine serves ${adapter.baseModel}`);
+    let lastError: unknown;
+    for (const c of candidates) {
+      try {
+        await this.#opts.load(adapter.name, c.id);
+        return undefined;
+      } catch (err) {
+        lastError = err;
+      }
     }
-    return best?.id;
+    return lastError;
   }
 
   #countDemand(adapter: string): void {
-    if (this.#recentDemand.has(adapter)) return;
-    this.#recentDemand.set(adapter, true);
     this.#opts.state.recordDemand(adapter).catch(() => {});
   }
 

@@ -262,6 +262,7 @@ export async function proxyInference(
       if (outcome.kind === 'final' && adapter !== undefined && outcome.failure.status === 404) {
         lastFailure = { ...outcome.failure, reason: 'adapter_not_resident' };
         if (attempt >= config.retry.maxAttempts) throw upstreamGaveUp(lastFailure, attempt);
+        metrics.retries.inc({ model, reason: lastFailure.reason });
         continue;
       }
       if (outcome.kind === 'final') {
