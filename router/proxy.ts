@@ -161,7 +161,8 @@ export async function proxyInference(
     recordUsage(request, deps, {
       tenantId: principal.tenant?.id ?? null,
       keyId: principal.keyId ?? null,
-      model,
+      model: baseModel,
+      adapter: baseModel === model ? null : model,
       engine: engineId === 'none' ? null : engineId,
       promptTokens: usage?.promptTokens ?? 0,
       cachedTokens: usage?.cachedTokens ?? 0,

@@ -86,6 +86,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     onHealthChange: (id, healthy) => {
       app.log.info({ engine: id, healthy }, healthy ? 'engine healthy' : 'engine unhealthy');
       queue?.pump();
+      // An engine back from a restart may have lost its adapters: look now rather than at the next round.
+      controller?.nudge();
     },
     // A scrape may show an engine that stopped being saturated.
     onLoad: () => queue?.pump(),

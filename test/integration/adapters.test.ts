@@ -1,8 +1,10 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ControlPlaneStore } from '../../core/db/control-plane-store.js';
 import { metricValue, startCluster, testKey, testModel, type Cluster } from '../helpers/cluster.js';
-import { pgliteDatabase, type TestDatabase } from '../unit/db/harness.js';
+import { DATABASE_URL, pgliteDatabase, postgresDatabase, type TestDatabase } from '../unit/db/harness.js';
 
 /**
  * LoRA adapters end to end in one gateway: the registry, the controller placing adapters on simulated engines
@@ -32,18 +34,35 @@ async function residentOn(cluster: Cluster): Promise<Map<string, string[]>> {
   return out;
 }
 
-describe('LoRA adapters in the gateway', () => {
+const REDIS_URL = process.env.REDIS_URL;
+const variants = [
+  { label: 'embedded (PGlite, in-process state)', enabled: true, redis: undefined, open: pgliteDatabase },
+  {
+    label: 'Redis + Postgres',
+    enabled: Boolean(REDIS_URL) && Boolean(DATABASE_URL),
+    redis: REDIS_URL,
+    open: () => postgresDatabase(DATABASE_URL!),
+  },
+];
+
+for (const variant of variants) describe.runIf(variant.enabled)(`LoRA adapters in the gateway, ${variant.label}`, () => {
   let database: TestDatabase;
   let cluster: Cluster;
   let store: ControlPlaneStore;
+  const prefix = `sy-test-adapters-${randomBytes(4).toString('hex')}:`;
 
   beforeAll(async () => {
-    database = await pgliteDatabase();
+    database = await variant.open();
     cluster = await startCluster({
       engines: 4,
       sim: { maxLoras: 4, loraLoadMs: 2_000 },
       controlPlane: { db: database.db, adminKey },
-      config: { adapters: { intervalMs: 200, leaseTtlMs: 2_000, requestsPerReplica: 60 } },
+      config: {
+        adapters: { intervalMs: 200, leaseTtlMs: 2_000, requestsPerReplica: 60, redisKeyPrefix: `${prefix}adapters:` },
+        limits: { redisKeyPrefix: `${prefix}rl:` },
+        usage: { streamKey: `${prefix}usage`, flushIntervalMs: 20 },
+        ...(variant.redis !== undefined ? { redis: { url: variant.redis } } : {}),
+      },
     });
     store = cluster.gateway.store!;
     for (const name of adapters) await store.registerAdapter({ name, baseModel: testModel, source: `/adapters/${name}` });
@@ -52,6 +71,12 @@ describe('LoRA adapters in the gateway', () => {
   afterAll(async () => {
     await cluster?.close();
     await database?.dispose();
+    if (variant.redis !== undefined) {
+      const redis = new Redis(variant.redis);
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+    }
   });
 
   it('serves a skewed mix over 10 adapters on 4 engines of 4 slots: every request answered by an engine holding its adapter', async () => {
@@ -128,5 +153,13 @@ describe('LoRA adapters in the gateway', () => {
     const served = await call(cluster.url, ownerKey, 'owner-private');
     expect(served.status).toBe(200);
     expect(served.json.model).toBe('owner-private');
+    // Usage names the base model and the adapter.
+    await vi.waitFor(
+      async () => {
+        const rows = await database.db.query<{ model: string; adapter: string | null; status: number }>("SELECT model, adapter, status FROM usage WHERE adapter = 'owner-private'");
+        expect(rows.rows).toEqual([{ model: testModel, adapter: 'owner-private', status: 200 }]);
+      },
+      { timeout: 5_000, interval: 50 },
+    );
   });
 });
