@@ -16,7 +16,8 @@ The gateway plus N simulated vLLM engines, each its own server on a loopback por
   --time-scale X   run the engines' clocks X times faster than real time (default 1)
   --models a,b     models to serve, assigned to the engines in turn (default llama-3.1-8b-instruct)
   --config FILE    a switchyard.yaml whose settings apply on top (its engines are ignored)
-State is embedded (PGlite in memory, or database.dataDir / DATABASE_URL). A tenant "dev" is seeded with one API key:
+State is embedded (PGlite in memory, or database.dataDir / DATABASE_URL). Two public LoRA adapters (sql-lora,
+summarize-lora) are registered on the first model. A tenant "dev" is seeded with one API key:
 env SWITCHYARD_API_KEY, or a new one printed at start. The admin key (for 'switchyard admin') is env
 SWITCHYARD_ADMIN_KEY, or a new one printed at start.`;
 
@@ -76,10 +77,12 @@ export async function runDevCommand(argv: string[]): Promise<void> {
   const adminKey = envAdminKey ?? `sk-sy-admin-${randomBytes(24).toString('base64url')}`;
   const gateway = await createGateway({ config, engines, resolver: configKeyResolver(config.auth.keys), adminKey });
   const { key: apiKey, generated: keyWasGenerated } = await seedDevTenant(gateway.store!, envKey);
+  const adapters = await seedDevAdapters(gateway.store!, models[0]!);
   const url = await gateway.listen();
 
   console.log(`switchyard dev: gateway on ${url} with ${engineCount} simulated engine(s)`);
   console.log(`  models:  ${models.join(', ')}`);
+  console.log(`  adapters: ${adapters.join(', ')}   (LoRA on ${models[0]}, loaded on an engine at first use)`);
   console.log(`  API key: ${keyWasGenerated ? `${apiKey}   (generated; set SWITCHYARD_API_KEY to choose one)` : '(from SWITCHYARD_API_KEY)'}`);
   console.log(`  admin:   ${envAdminKey === undefined ? `${adminKey}   (generated; set ${config.admin.keyEnv} to choose one)` : `(from ${config.admin.keyEnv})`}`);
   console.log(`  try:     curl -s ${url}/v1/chat/completions -H "authorization: Bearer $KEY" -H 'content-type: application/json' \\`);
@@ -89,6 +92,19 @@ export async function runDevCommand(argv: string[]): Promise<void> {
   await gateway.close();
   await Promise.all(sims.map((s) => s.close()));
   await stopTelemetry();
+}
+
+/** Two public demo adapters on the first model, so adapter routing can be tried at once; kept if already there. */
+async function seedDevAdapters(store: ControlPlaneStore, baseModel: string): Promise<string[]> {
+  const names = ['sql-lora', 'summarize-lora'];
+  for (const name of names) {
+    try {
+      await store.registerAdapter({ name, baseModel, source: `/adapters/${name}` });
+    } catch (err) {
+      if (!(err instanceof ControlPlaneError && err.kind === 'conflict')) throw err;
+    }
+  }
+  return names;
 }
 
 /**
