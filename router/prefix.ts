@@ -61,7 +61,8 @@ export class PrefixTracker {
    * The prompt's full blocks and, per engine, how many leading ones it holds; undefined when the prompt cannot be
    * hashed (token ids the engine's hash does not take), and the request is then routed on load alone.
    */
-  async lookup(body: PromptRequest, model: string): Promise<PromptPrefix | undefined> {
+  /** `model` is the name the client used: an adapter's name keeps its prefixes apart from its base model's. */
+  async lookup(body: PromptRequest, model: string, adapter?: string): Promise<PromptPrefix | undefined> {
     let hashes: BlockHash[];
     let promptTokens: number;
     try {
@@ -70,6 +71,8 @@ export class PrefixTracker {
         blockSize: this.#blockSize,
         namespace: blockNamespace(model),
         hashing: this.#config.hashing,
+        // vLLM mixes the adapter's name into its block hashes: the same prompt under two adapters is two blocks.
+        loraName: adapter,
       }));
     } catch (err) {
       this.#lookupErrors.inc();

@@ -184,7 +184,7 @@ export async function proxyInference(
       holdsGate = true;
     }
     // The prefix is hashed under the client's model name, so each adapter has prefixes of its own.
-    const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model);
+    const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model, adapter?.name);
     const sessionKey = deps.sessions.keyOf(request.headers, body);
     const features: RequestFeatures = {
       model: baseModel,
