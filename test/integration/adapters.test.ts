@@ -122,6 +122,25 @@ for (const variant of variants) describe.runIf(variant.enabled)(`LoRA adapters i
     console.log(`adapters: ${loads} loads, ${unloads} unloads for ${mix.length} requests`);
   });
 
+  it('loads a cold adapter once for a burst of requests that all wait for it', async () => {
+    const registered = await request(`${cluster.url}/admin/adapters`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'cold-burst', baseModel: testModel, source: '/adapters/cold-burst' }),
+    });
+    expect(registered.statusCode).toBe(201);
+    await registered.body.dump();
+    const loadsBefore = metricValue(await (await request(`${cluster.url}/metrics`)).body.text(), 'switchyard_adapter_loads_total');
+    const answers = await Promise.all(Array.from({ length: 10 }, () => call(cluster.url, testKey, 'cold-burst')));
+    expect(answers.map((a) => a.status)).toEqual(Array(10).fill(200));
+    const holders = new Set(answers.map((a) => a.pod));
+    expect(holders.size).toBe(1);
+    const metrics = await (await request(`${cluster.url}/metrics`)).body.text();
+    expect(metricValue(metrics, 'switchyard_adapter_loads_total') - loadsBefore).toBe(1);
+    const resident = await residentOn(cluster);
+    expect(resident.get([...holders][0]!)).toContain('cold-burst');
+  });
+
   it('lists adapters with their base model, and hides another tenant\'s private adapter', async () => {
     await store.createTenant({ name: 'owner' });
     await store.createTenant({ name: 'other' });
