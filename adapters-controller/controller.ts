@@ -258,6 +258,22 @@ export class AdaptersController {
     await this.#load(eng, reg);
   }
 
+  /**
+   * Unloads `adapter` from every engine the shared state places it on (an admin removed it from the registry;
+   * the loop never unloads what is not registered, since engines may hold adapters loaded by hand). Failures are
+   * reported through the hooks and the logger, not thrown: the removal itself has happened.
+   */
+  async unloadEverywhere(adapter: string): Promise<void> {
+    const placements = (await this.#store.placements()).filter((p) => p.adapter === adapter && p.state !== 'failed');
+    await Promise.all(
+      placements.map(async (p) => {
+        const eng = this.#engines().find((e) => e.id === p.engine);
+        if (eng === undefined) return this.#store.removePlacement(p.engine, adapter).catch(() => {});
+        await this.#unload(eng, adapter, p.since).catch(() => {});
+      }),
+    );
+  }
+
   /** Stops the loop, waits for the round and the loads and unloads running, and gives up the lease. */
   stop(): Promise<void> {
     this.#stopping ??= (async () => {

@@ -23,6 +23,8 @@ export interface AdminDeps {
    * controller's shared state. Given: GET /admin/adapters shows `engines` per adapter; left out: it does not.
    */
   adapterStates?: () => Promise<Map<string, { engine: string; state: string; reason?: string }[]>>;
+  /** Unloads a removed adapter from the engines that hold it. */
+  adapterRemoved?: (name: string) => Promise<void>;
 }
 
 const limit = { type: ['integer', 'null'], minimum: 0 } as const;
@@ -229,6 +231,8 @@ export async function adminRoutes(app: FastifyInstance, deps: AdminDeps): Promis
   app.delete<{ Params: { name: string } }>('/admin/adapters/:name', async (request, reply) => {
     await store.removeAdapter(request.params.name);
     await bus.publish({ kind: 'all' });
+    // Its engine slots are freed now rather than left to an adapter nobody may call any more.
+    await deps.adapterRemoved?.(request.params.name);
     return reply.code(204).send();
   });
 

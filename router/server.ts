@@ -235,7 +235,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   };
 
   if (store !== undefined && tenantKeys !== undefined && opts.adminKey !== undefined && opts.adminKey !== '') {
-    const adminDeps = { store, bus: shared.bus, adminKey: opts.adminKey, adapterStates: () => placementsByAdapter(shared.adapters) };
+    const adminDeps = { store, bus: shared.bus, adminKey: opts.adminKey, adapterStates: () => placementsByAdapter(shared.adapters), adapterRemoved: (name: string) => controller?.unloadEverywhere(name) ?? Promise.resolve() };
     app.register(async (admin) => adminRoutes(admin, adminDeps));
   }
 

@@ -137,8 +137,15 @@ for (const variant of variants) describe.runIf(variant.enabled)(`LoRA adapters i
     expect(holders.size).toBe(1);
     const metrics = await (await request(`${cluster.url}/metrics`)).body.text();
     expect(metricValue(metrics, 'switchyard_adapter_loads_total') - loadsBefore).toBe(1);
-    const resident = await residentOn(cluster);
-    expect(resident.get([...holders][0]!)).toContain('cold-burst');
+    const holder = [...holders][0]!;
+    expect((await residentOn(cluster)).get(holder)).toContain('cold-burst');
+
+    // Removed from the registry: unloaded from its engine at once, and no longer callable.
+    const removed = await request(`${cluster.url}/admin/adapters/cold-burst`, { method: 'DELETE', headers: { authorization: `Bearer ${adminKey}` } });
+    expect(removed.statusCode).toBe(204);
+    await removed.body.dump();
+    expect((await residentOn(cluster)).get(holder)).not.toContain('cold-burst');
+    expect((await call(cluster.url, testKey, 'cold-burst')).status).toBe(404);
   });
 
   it('lists adapters with their base model, and hides another tenant\'s private adapter', async () => {
