@@ -243,6 +243,21 @@ export const ConfigSchema = z
       })
       .strict()
       .prefault({}),
+    discovery: z
+      .object({
+        /** Engines registered by sidecars in Redis (`switchyard sidecar --register`), added to `engines`; needs redis.url. */
+        registry: z
+          .object({
+            enabled: z.boolean().default(false),
+            prefix: z.string().min(1).default('switchyard:registry:'),
+            /** How often the registry is read: an engine whose heartbeat stopped is dropped within its TTL plus this. */
+            intervalMs: ms(1_000),
+          })
+          .strict()
+          .prefault({}),
+      })
+      .strict()
+      .prefault({}),
     redis: z
       .object({
         /** Shared state (prefix index, rate limits, usage events, cache invalidation) lives here when set; env REDIS_URL overrides. Unset: in-process. */
@@ -268,6 +283,9 @@ export const ConfigSchema = z
           ctx.addIssue({ code: 'custom', path: ['engines', i, 'kvEventsEndpoint'], message: 'KV events name blocks by the engine\'s hashes: set kvcache.hashing: vllm' });
         }
       });
+    }
+    if (cfg.discovery.registry.enabled && cfg.redis.url === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['discovery', 'registry', 'enabled'], message: 'the engine registry lives in Redis: set redis.url (or env REDIS_URL)' });
     }
     if (cfg.adapters.leaseTtlMs <= cfg.adapters.intervalMs) {
       ctx.addIssue({ code: 'custom', path: ['adapters', 'leaseTtlMs'], message: 'must be longer than adapters.intervalMs, or the lease lapses between rounds' });

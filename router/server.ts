@@ -6,6 +6,7 @@ import type { EngineSpec } from '../core/engine.js';
 import { ControlPlaneError, ControlPlaneStore } from '../core/db/control-plane-store.js';
 import { migrate } from '../core/db/migrate.js';
 import { openDatabase, type SqlClient } from '../core/db/sql-client.js';
+import { discoverFromRegistry } from '../core/discovery/redis-registry.js';
 import { ApiError } from '../core/errors.js';
 import { createMetricsRegistry } from '../core/metrics.js';
 import { adminRoutes } from './admin.js';
@@ -168,6 +169,23 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
           onColdStart: (_adapter, waitedMs, outcome) => metrics.coldStartWait.observe({ outcome }, waitedMs / 1000),
         });
   if (config.adapters.controller) controller?.start();
+  const discovery =
+    config.discovery.registry.enabled && shared.redis !== undefined
+      ? discoverFromRegistry({
+          redis: shared.redis,
+          prefix: config.discovery.registry.prefix,
+          intervalMs: config.discovery.registry.intervalMs,
+          onChange: (found) => {
+            // Configured engines win over registered ones of the same id.
+            const known = new Set(engines.map((e) => e.id));
+            const all = [...engines, ...found.filter((e) => !known.has(e.id))];
+            app.log.info({ engines: found.map((e) => e.id) }, 'registered engines changed');
+            registry.setEngines(all).catch((err: unknown) => app.log.error({ err }, 'could not apply the registered engines'));
+            prefix?.setEngines(all);
+          },
+          onError: (err) => app.log.warn({ err: (err as Error).message }, 'engine registry unreadable; keeping the last known engines'),
+        })
+      : undefined;
   const pools = new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const])));
   const deps: ProxyDeps = {
     prefix,
@@ -302,6 +320,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await registry.stop();
       await prefix?.close();
       // After the last request: its usage event is flushed before the database closes.
+      discovery?.stop();
       await controller?.stop();
       await shared.close();
       if (ownsDb) await db?.close();

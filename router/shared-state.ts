@@ -26,6 +26,8 @@ export interface SharedState {
   readonly adapters: AdapterStateStore;
   /** Absent without a control-plane database. */
   readonly usage: UsageSink | undefined;
+  /** The shared Redis connection, when there is one (engine discovery reads the registry through it). */
+  readonly redis: Redis | undefined;
   close(): Promise<void>;
 }
 
@@ -52,6 +54,7 @@ export function openSharedState(config: Config, store: ControlPlaneStore | undef
       limiter,
       adapters,
       usage,
+      redis: undefined,
       async close() {
         await usage?.close();
         await bus.close();
@@ -112,6 +115,7 @@ export function openSharedState(config: Config, store: ControlPlaneStore | undef
     limiter,
     adapters,
     usage,
+    redis,
     async close() {
       await usage?.close();
       await fallback?.close();
