@@ -7,7 +7,7 @@ import { parseCommandArgs, untilSignal, usageError } from './args.js';
 const help = `switchyard serve --config switchyard.yaml
 
 The production gateway: OpenAI-compatible API in front of the engines listed in the config, and those that
-sidecars register in Redis when discovery.registry.enabled is set.
+sidecars register in Redis (discovery.registry) or Kubernetes EndpointSlices show (discovery.kubernetes).
 The config path may also come from env SWITCHYARD_CONFIG. Env PORT overrides server.port.
 Control plane: database.url (env DATABASE_URL) or embedded PGlite (database.dataDir, else in memory).
 Admin API under /admin/ when env SWITCHYARD_ADMIN_KEY (admin.keyEnv) is set.`;
@@ -17,8 +17,8 @@ export async function runServeCommand(argv: string[]): Promise<void> {
   const path = flags.config ?? process.env.SWITCHYARD_CONFIG;
   if (path === undefined) usageError('serve', '--config is required', help);
   const config = loadConfig({ path });
-  if (config.engines.length === 0 && !config.discovery.registry.enabled) {
-    throw new ConfigError(path, ['engines: list at least one engine to serve, or discover them (discovery.registry.enabled)']);
+  if (config.engines.length === 0 && !config.discovery.registry.enabled && !config.discovery.kubernetes.enabled) {
+    throw new ConfigError(path, ['engines: list at least one engine to serve, or discover them (discovery.registry or discovery.kubernetes)']);
   }
   let resolver;
   try {

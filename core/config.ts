@@ -255,6 +255,21 @@ export const ConfigSchema = z
           })
           .strict()
           .prefault({}),
+        /** Engines from Kubernetes EndpointSlices (ready endpoints only), added to `engines`. */
+        kubernetes: z
+          .object({
+            enabled: z.boolean().default(false),
+            /** Unset: every namespace is watched (needs a ClusterRole). */
+            namespace: z.string().min(1).optional(),
+            labelSelector: z.string().min(1).default('switchyard.io/role=engine'),
+            /** The engine port's name in the slice, or its number; default the slice's first port. */
+            port: z.union([z.string().min(1), z.number().int().positive()]).optional(),
+            /** Models and kind for slices that do not name theirs (annotation switchyard.io/models, label switchyard.io/engine-kind). */
+            models: z.array(z.string().min(1)).optional(),
+            kind: z.enum(['vllm', 'sglang', 'llamacpp']).default('vllm'),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),
@@ -317,8 +332,15 @@ export class ConfigError extends Error {
   }
 }
 
+/** An environment variable that overrides one config field. */
+export interface EnvOverride {
+  readonly env: string;
+  readonly path: readonly string[];
+  readonly parse: (v: string) => unknown;
+}
+
 /** Environment variables that override config fields; documented in the README. */
-const envOverrides: ReadonlyArray<{ env: string; path: readonly string[]; parse: (v: string) => unknown }> = [
+const envOverrides: readonly EnvOverride[] = [
   { env: 'PORT', path: ['server', 'port'], parse: Number },
   { env: 'SWITCHYARD_HOST', path: ['server', 'host'], parse: String },
   { env: 'SWITCHYARD_LOG_LEVEL', path: ['log', 'level'], parse: String },
@@ -336,6 +358,19 @@ export interface LoadOptions {
 }
 
 export function loadConfig(opts: LoadOptions = {}): Config {
+  return loadYamlConfig(ConfigSchema, { ...opts, envOverrides });
+}
+
+export interface YamlConfigOptions extends LoadOptions {
+  /** Environment variables applied over the file, before the schema check. */
+  envOverrides?: readonly EnvOverride[];
+}
+
+/**
+ * The loader's machinery for any schema: `base`, then the YAML file over it, then the environment overrides, then
+ * one schema check. Every problem becomes a ConfigError naming the field (or the env variable that set it).
+ */
+export function loadYamlConfig<S extends z.ZodType>(schema: S, opts: YamlConfigOptions = {}): z.output<S> {
   const env = opts.env ?? process.env;
   const source = opts.path ?? 'built-in defaults';
   let fromFile: unknown = {};
@@ -355,13 +390,13 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   }
   const raw = mergeDeep(opts.base ?? {}, fromFile as Record<string, unknown>);
   const fromEnv: string[] = [];
-  for (const o of envOverrides) {
+  for (const o of opts.envOverrides ?? []) {
     const value = env[o.env];
     if (value === undefined || value === '') continue;
     setPath(raw, o.path, o.parse(value));
     fromEnv.push(`${o.path.join('.')} (from env ${o.env})`);
   }
-  const result = ConfigSchema.safeParse(raw);
+  const result = schema.safeParse(raw);
   if (!result.success) {
     throw new ConfigError(
       source,

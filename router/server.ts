@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { ConfigError, type Config } from '../core/config.js';
 import type { EngineSpec } from '../core/engine.js';
@@ -42,6 +43,8 @@ export interface GatewayOptions {
   readonly db?: SqlClient | null;
   /** The admin key guarding /admin/ (the caller reads it from env `config.admin.keyEnv`); unset or empty: no /admin. */
   readonly adminKey?: string;
+  /** For discovery.kubernetes; default the in-cluster config or ~/.kube/config. */
+  readonly kubeConfig?: KubeConfig;
 }
 
 export interface Gateway {
@@ -169,23 +172,55 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
           onColdStart: (_adapter, waitedMs, outcome) => metrics.coldStartWait.observe({ outcome }, waitedMs / 1000),
         });
   if (config.adapters.controller) controller?.start();
-  const discovery =
+  // Engines from the config, plus those discovered (sidecars' registry, Kubernetes); configured ids win.
+  const discovered = new Map<string, readonly EngineSpec[]>();
+  const applyDiscovered = (source: string, found: readonly EngineSpec[]) => {
+    discovered.set(source, found);
+    const all = [...engines];
+    const known = new Set(engines.map((e) => e.id));
+    for (const list of discovered.values()) {
+      for (const e of list) {
+        if (known.has(e.id)) continue;
+        known.add(e.id);
+        all.push(e);
+      }
+    }
+    app.log.info({ source, engines: found.map((e) => e.id) }, 'discovered engines changed');
+    registry.setEngines(all).catch((err: unknown) => app.log.error({ err }, 'could not apply the discovered engines'));
+    prefix?.setEngines(all);
+  };
+  const registryDiscovery =
     config.discovery.registry.enabled && shared.redis !== undefined
       ? discoverFromRegistry({
           redis: shared.redis,
           prefix: config.discovery.registry.prefix,
           intervalMs: config.discovery.registry.intervalMs,
-          onChange: (found) => {
-            // Configured engines win over registered ones of the same id.
-            const known = new Set(engines.map((e) => e.id));
-            const all = [...engines, ...found.filter((e) => !known.has(e.id))];
-            app.log.info({ engines: found.map((e) => e.id) }, 'registered engines changed');
-            registry.setEngines(all).catch((err: unknown) => app.log.error({ err }, 'could not apply the registered engines'));
-            prefix?.setEngines(all);
-          },
+          onChange: (found) => applyDiscovered('registry', found),
           onError: (err) => app.log.warn({ err: (err as Error).message }, 'engine registry unreadable; keeping the last known engines'),
         })
       : undefined;
+  const k8s = config.discovery.kubernetes;
+  // Loaded only when used: the Kubernetes client takes most of a second to import.
+  const kubernetesDiscovery = !k8s.enabled
+    ? undefined
+    : await (await import('../core/discovery/kubernetes.js')).startKubernetesDiscovery({
+        kubeConfig: opts.kubeConfig,
+        namespace: k8s.namespace,
+        labelSelector: k8s.labelSelector,
+        port: k8s.port,
+        models: k8s.models,
+        kind: k8s.kind,
+        onChange: (found) => applyDiscovered('kubernetes', found),
+        onError: (err) => app.log.warn({ err: err.message }, 'kubernetes discovery failed; retrying, keeping the last known engines'),
+      }).catch(async (err: unknown) => {
+        // Nothing is listening yet: undo what was opened above, then fail start-up with the reason (e.g. RBAC).
+        registryDiscovery?.stop();
+        await controller?.stop();
+        await shared.close();
+        await prefix?.close();
+        if (ownsDb) await db?.close();
+        throw err;
+      });
   const pools = new Map(config.models.flatMap((m) => (m.pools === undefined ? [] : [[m.name, m.pools] as const])));
   const deps: ProxyDeps = {
     prefix,
@@ -320,7 +355,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       await registry.stop();
       await prefix?.close();
       // After the last request: its usage event is flushed before the database closes.
-      discovery?.stop();
+      registryDiscovery?.stop();
+      await kubernetesDiscovery?.stop();
       await controller?.stop();
       await shared.close();
       if (ownsDb) await db?.close();

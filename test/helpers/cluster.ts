@@ -7,7 +7,7 @@ import type { EngineSpec } from '../../core/engine.js';
 import { startSim, type RunningSim, type SimOptions } from '../../engine-sim/server.js';
 import { configKeyResolver } from '../../router/auth.js';
 import type { SqlClient } from '../../core/db/sql-client.js';
-import { createGateway, type Gateway } from '../../router/server.js';
+import { createGateway, type Gateway, type GatewayOptions } from '../../router/server.js';
 
 export const testKey = 'sk-test-0123456789abcdef';
 export const testModel = 'test-model';
@@ -51,7 +51,12 @@ export interface ControlPlaneOptions {
   adminKey?: string;
 }
 
-export async function startGateway(engines: EngineSpec[], overrides: Record<string, unknown> = {}, controlPlane?: ControlPlaneOptions): Promise<Gateway> {
+export async function startGateway(
+  engines: EngineSpec[],
+  overrides: Record<string, unknown> = {},
+  controlPlane?: ControlPlaneOptions,
+  extra: Pick<GatewayOptions, 'kubeConfig'> = {},
+): Promise<Gateway> {
   const config: Config = loadConfig({
     env: {},
     base: mergeDeep(
@@ -71,6 +76,7 @@ export async function startGateway(engines: EngineSpec[], overrides: Record<stri
     resolver: configKeyResolver(config.auth.keys, { TEST_KEY: testKey }),
     db: controlPlane?.db ?? null,
     adminKey: controlPlane?.adminKey,
+    ...extra,
   });
 }
 
