@@ -111,7 +111,7 @@ export function parseEngineLoad(kind: EngineKind, text: string, now: number): En
  * quirks: a malformed line anywhere (e.g. an empty `# HELP name`) throws for the whole text, and the last
  * sample is dropped when the text does not end with a newline.
  */
-function keepSamples(text: string, wanted: ReadonlySet<string>): string {
+export function keepSamples(text: string, wanted: ReadonlySet<string>): string {
   let kept = '';
   let start = 0;
   while (start < text.length) {
