@@ -13,6 +13,11 @@ Commands:
   admin  tenant|key|quota|model|adapter|usage ... [--url http://127.0.0.1:8080]
          Manages tenants, API keys, quotas and usage through a running gateway's admin API
          (admin key from env SWITCHYARD_ADMIN_KEY).
+  sidecar --engine vllm|sglang|llamacpp|sim --engine-port P --port S [--register] -- ENGINE COMMAND...
+         Runs next to an engine: supervises it, normalises its metrics, relays KV events and adapter calls,
+         registers it in Redis for routers to discover.
+  autoscaler --config autoscaler.yaml [--port P]
+         Sizes engine fleets from KV-cache usage or queueing (scraped, or PromQL), through Kubernetes or local processes.
   replay --trace FILE --engines N --policy P1,P2,... [--rate-scale X] [--limit N] [--out DIR]
          Replays a Mooncake-format trace through the routing policies and the engine timing model, offline.
 
@@ -26,6 +31,8 @@ const commands: Record<string, () => Promise<Command>> = {
   sim: async () => (await import('./sim.js')).runSimCommand,
   replay: async () => (await import('./replay.js')).runReplayCommand,
   admin: async () => (await import('./admin.js')).runAdminCommand,
+  sidecar: async () => (await import('./sidecar.js')).runSidecarCommand,
+  autoscaler: async () => (await import('./autoscaler.js')).runAutoscalerCommand,
 };
 
 async function main(): Promise<void> {
