@@ -55,6 +55,11 @@ export interface Gateway {
   readonly store: ControlPlaneStore | undefined;
   /** Database keys -> tenant, with its LRU; undefined without a database. */
   readonly tenantKeys: TenantKeyResolver | undefined;
+  /**
+   * Replaces the engines `source` contributes beside the configured ones (as discovery does), e.g. the replicas a
+   * local autoscaler starts and stops.
+   */
+  setEngines(source: string, engines: readonly EngineSpec[]): void;
   /** Probes the engines once, then listens; resolves to the gateway's base URL. */
   listen(): Promise<string>;
   close(): Promise<void>;
@@ -346,6 +351,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     metricsRegistry,
     store,
     tenantKeys,
+    setEngines: applyDiscovered,
     async listen() {
       await registry.start();
       return app.listen({ host: config.server.host, port: config.server.port });

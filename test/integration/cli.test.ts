@@ -1,4 +1,4 @@
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -88,5 +88,46 @@ routing:
       const [code] = await once(child, 'exit');
       expect(code).toBe(0);
     }
+  });
+
+  it('dev --autoscale starts one engine process through the autoscaler, answers, and stops it on SIGTERM', async () => {
+    const child = spawn(process.execPath, [cli, 'dev', '--autoscale', '--engines', '2', '--port', '0', '--time-scale', '50'], {
+      env: { ...process.env, SWITCHYARD_API_KEY: '', SWITCHYARD_LOG_LEVEL: 'warn' },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let enginePid: number | undefined;
+    try {
+      const lines = createInterface({ input: child.stdout! });
+      let url = '';
+      let key = '';
+      for await (const line of lines) {
+        url ||= /gateway on (http:\/\/\S+)/.exec(line)?.[1] ?? '';
+        key ||= /API key:\s+(sk-\S+)/.exec(line)?.[1] ?? '';
+        if (url && key) break;
+      }
+      // The autoscaler brings the empty fleet to its minimum of one engine, which the gateway then routes to.
+      let status = 0;
+      for (let i = 0; i < 100 && status !== 200; i++) {
+        const res = await request(`${url}/v1/chat/completions`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ model: 'llama-3.1-8b-instruct', messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }),
+        });
+        status = res.statusCode;
+        await res.body.dump();
+        if (status !== 200) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(status).toBe(200);
+      const ready = (await (await request(`${url}/readyz`)).body.json()) as { healthyEngines: number };
+      expect(ready.healthyEngines).toBe(1);
+      enginePid = Number(execFileSync('pgrep', ['-P', String(child.pid), '-f', 'main.js sim']).toString().trim().split('\n')[0]);
+      expect(enginePid).toBeGreaterThan(0);
+    } finally {
+      child.kill('SIGTERM');
+      const [code] = await once(child, 'exit');
+      expect(code).toBe(0);
+    }
+    // The engine process went with it.
+    expect(() => process.kill(enginePid!, 0)).toThrow();
   });
 });
