@@ -357,13 +357,13 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       return app.listen({ host: config.server.host, port: config.server.port });
     },
     async close() {
+      registryDiscovery?.stop();
+      await kubernetesDiscovery?.stop();
       await app.close();
       await registry.stop();
       await prefix?.close();
-      // After the last request: its usage event is flushed before the database closes.
-      registryDiscovery?.stop();
-      await kubernetesDiscovery?.stop();
       await controller?.stop();
+      // After the last request: its usage event is flushed before the database closes.
       await shared.close();
       if (ownsDb) await db?.close();
     },
