@@ -15,7 +15,7 @@ import type { SidecarStatus } from '../../engine-sidecar/sidecar.js';
 import { type KvEventSubscription, subscribeKvEvents } from '../../kvcache/events/subscriber.js';
 import { LocalPrefixIndex } from '../../kvcache/index/local.js';
 import { killOnExit } from '../helpers/gateway-process.js';
-import { metricValue, testModel } from '../helpers/cluster.js';
+import { authHeaders, chatBody, metricValue, startGateway, testModel } from '../helpers/cluster.js';
 
 // The sidecar supervising a real simulated engine process (the compiled CLI), on 127.0.0.1: in this process through
 // startSidecar, and as its own process (dist/cli/sidecar.js) for the signal tests. Needs `npm run build`.
@@ -373,11 +373,26 @@ describe('switchyard sidecar as a process', () => {
       return { sc, prefix, id, key, enginePort };
     }
 
-    it('writes the engine record with a TTL once the engine is healthy, and removes it on drain', async () => {
+    it('writes the engine record with a TTL once the engine is healthy, and removes it on drain; a running router follows', async () => {
       const ttlMs = 2_000;
       const { sc, prefix, id, key, enginePort } = await registered(ttlMs);
       let enginePid: number | undefined;
+      const gateway = await startGateway([], {
+        redis: { url: REDIS_URL },
+        discovery: { registry: { enabled: true, prefix, intervalMs: 100 } },
+        limits: { redisKeyPrefix: `${prefix}rl:` },
+        adapters: { redisKeyPrefix: `${prefix}adapters:` },
+        kvcache: { redisKeyPrefix: `${prefix}kv:` },
+      });
+      const gatewayUrl = await gateway.listen();
+      const routedTo = async () => {
+        const res = await request(`${gatewayUrl}/v1/chat/completions`, { method: 'POST', headers: authHeaders(), body: chatBody() });
+        await res.body.dump();
+        return { status: res.statusCode, pod: res.headers['x-switchyard-pod'] };
+      };
       try {
+        // The router routes to the engine as soon as the sidecar registered it.
+        await vi.waitFor(async () => expect(await routedTo()).toEqual({ status: 200, pod: id }), { timeout: 15_000, interval: 100 });
         await vi.waitFor(async () => expect(await redis.exists(key)).toBe(1), { timeout: 15_000, interval: 50 });
         const pttl = await redis.pttl(key);
         expect(pttl).toBeGreaterThan(0);
@@ -407,9 +422,14 @@ describe('switchyard sidecar as a process', () => {
         expect(exit, sc.output()).toMatchObject({ code: 0 });
         expect(await redis.exists(key)).toBe(0);
         expect(await redis.smembers(engineSetKey(prefix))).toEqual([]);
+        // And forgets it once it deregistered.
+        await vi.waitFor(async () => expect((await routedTo()).status).toBe(404), { timeout: 5_000, interval: 100 });
       } finally {
         sc.child.kill('SIGKILL');
         reap(enginePid);
+        await gateway.close();
+        const keys = await redis.keys(`${prefix}*`);
+        if (keys.length > 0) await redis.del(...keys);
       }
     });
 
