@@ -32,6 +32,11 @@ export interface AdapterEngineRef {
   readonly kind: EngineKind;
   /** The engine's served (base) models: an engine that sends no `parent` field tells adapters from these. */
   readonly models?: readonly string[];
+  /**
+   * The engine's sidecar, when it has one: loads and unloads then go through the sidecar's adapter API
+   * (/v1/lora_adapter/load, /unload), which speaks the engine's own for it. Listing still asks the engine.
+   */
+  readonly sidecarUrl?: string | undefined;
 }
 
 /** An adapter resident on an engine, as its /v1/models lists it. */
@@ -161,15 +166,15 @@ export class EngineAdapters {
    * already holds that name.
    */
   async load(engine: AdapterEngineRef, name: string, source: string): Promise<void> {
-    const path = adapterPath(engine, 'load', name);
-    const { status, text } = await this.#call(engine, 'load', name, 'POST', path, { lora_name: name, lora_path: source }, this.#loadTimeoutMs);
+    const [base, path] = engine.sidecarUrl === undefined ? [engine.url, adapterPath(engine, 'load', name)] : [engine.sidecarUrl, '/v1/lora_adapter/load'];
+    const { status, text } = await this.#call(engine, 'load', name, 'POST', path, { lora_name: name, lora_path: source }, this.#loadTimeoutMs, base);
     this.#check(engine, 'load', name, status, text);
   }
 
   /** Unloads `name`. Rejects with EngineAdapterError; code not_loaded when the engine holds no such adapter. */
   async unload(engine: AdapterEngineRef, name: string): Promise<void> {
-    const path = adapterPath(engine, 'unload', name);
-    const { status, text } = await this.#call(engine, 'unload', name, 'POST', path, { lora_name: name }, this.#unloadTimeoutMs);
+    const [base, path] = engine.sidecarUrl === undefined ? [engine.url, adapterPath(engine, 'unload', name)] : [engine.sidecarUrl, '/v1/lora_adapter/unload'];
+    const { status, text } = await this.#call(engine, 'unload', name, 'POST', path, { lora_name: name }, this.#unloadTimeoutMs, base);
     this.#check(engine, 'unload', name, status, text);
   }
 
@@ -196,12 +201,13 @@ export class EngineAdapters {
     path: string,
     body: object | undefined,
     timeoutMs: number,
+    base: string = engine.url,
   ): Promise<{ status: number; text: string }> {
     let origin: string;
     try {
-      origin = new URL(engine.url).origin;
+      origin = new URL(base).origin;
     } catch (err) {
-      throw new EngineAdapterError({ engine: engine.id, operation, adapter, code: 'unreachable', detail: `bad url "${engine.url}"` }, { cause: err });
+      throw new EngineAdapterError({ engine: engine.id, operation, adapter, code: 'unreachable', detail: `bad url "${base}"` }, { cause: err });
     }
     try {
       const res = await request(origin + path, {

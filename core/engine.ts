@@ -14,6 +14,8 @@ export interface EngineSpec {
   readonly kvCapacityTokens?: number | undefined;
   /** ZMQ endpoint of the engine's KV events, when it publishes them. */
   readonly kvEventsEndpoint?: string | undefined;
+  /** The engine's sidecar (switchyard sidecar), when it registered one: its adapter API is used then. */
+  readonly sidecarUrl?: string | undefined;
 }
 
 /** Load as read from the engine's own /metrics, normalised across engine kinds. */

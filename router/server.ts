@@ -381,7 +381,8 @@ function adaptersController(
 ): AdaptersController {
   return new AdaptersController({
     store: shared.adapters,
-    engines: () => registry.snapshot().map((e) => ({ id: e.spec.id, url: e.spec.url, kind: e.spec.kind, models: e.spec.models, healthy: e.healthy })),
+    engines: () =>
+      registry.snapshot().map((e) => ({ id: e.spec.id, url: e.spec.url, kind: e.spec.kind, models: e.spec.models, healthy: e.healthy, sidecarUrl: e.spec.sidecarUrl })),
     adapters: async () => (await store.listAdapters()).map((a) => ({ name: a.name, baseModel: a.baseModel, source: a.source })),
     options: {
       intervalMs: config.adapters.intervalMs,

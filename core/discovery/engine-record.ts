@@ -10,8 +10,6 @@ import type { EngineSpec } from '../engine.js';
  *   expired. Deregistering (a drain) deletes both at once.
  */
 export interface EngineRecord extends EngineSpec {
-  /** The sidecar's own base URL (its /metrics, adapter API), when it has one. */
-  readonly sidecarUrl?: string | undefined;
   /** ms since epoch of the heartbeat that wrote this record. */
   readonly heartbeatAt: number;
 }

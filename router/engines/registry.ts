@@ -299,7 +299,7 @@ function freeze(state: EngineState): EngineSnapshot {
 }
 
 function sameSpec(a: EngineSpec, b: EngineSpec): boolean {
-  if (a.url !== b.url || a.kind !== b.kind || a.models.length !== b.models.length) return false;
+  if (a.url !== b.url || a.kind !== b.kind || a.sidecarUrl !== b.sidecarUrl || a.models.length !== b.models.length) return false;
   for (let i = 0; i < a.models.length; i++) if (a.models[i] !== b.models[i]) return false;
   const aKeys = Object.keys(a.labels);
   if (aKeys.length !== Object.keys(b.labels).length) return false;

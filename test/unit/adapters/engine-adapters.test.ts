@@ -111,3 +111,37 @@ describe('EngineAdapters against SGLang-shaped answers', () => {
     expect(await rejection(client.unload(ref, 'a'))).toMatchObject({ code: 'not_loaded' });
   });
 });
+
+describe('EngineAdapters through an engine\'s sidecar', () => {
+  it('loads and unloads through the sidecar\'s adapter API when the engine has one', async () => {
+    const { startSidecar } = await import('../../../engine-sidecar/sidecar.js');
+    const sim = await startSim({ model: MODEL, maxLoras: 2, loraLoadMs: 0 });
+    // Attached to the running sim: the sidecar starts nothing and counts the adapter calls it translates.
+    const sidecar = await startSidecar({ engine: 'sim', enginePort: sim.port, host: '127.0.0.1', port: 0, supervisor: { healthIntervalMs: 50 }, log: () => {} });
+    const seen: string[] = [];
+    const spy = Fastify();
+    // A stand-in for the sidecar's address that forwards to it and records the paths: the engine must not be called.
+    spy.all('/*', async (request, reply) => {
+      seen.push(`${request.method} ${request.url}`);
+      const res = await fetch(`${sidecar.url}${request.url}`, { method: request.method, headers: { 'content-type': 'application/json' }, body: request.method === 'GET' ? undefined : JSON.stringify(request.body) });
+      return reply.code(res.status).type(res.headers.get('content-type') ?? 'application/json').send(await res.text());
+    });
+    await spy.listen({ host: '127.0.0.1', port: 0 });
+    const client = new EngineAdapters();
+    try {
+      expect(await sidecar.supervisor.waitHealthy(10_000)).toBe(true);
+      const ref: AdapterEngineRef = { id: 'sim', url: sim.url, kind: 'vllm', models: [MODEL], sidecarUrl: `http://127.0.0.1:${(spy.server.address() as AddressInfo).port}` };
+      await client.load(ref, 'sql', '/adapters/sql');
+      expect(await client.list(ref)).toEqual([{ name: 'sql', path: '/adapters/sql', parent: MODEL }]);
+      expect(await rejection(client.load(ref, 'sql', '/adapters/sql'))).toMatchObject({ code: 'already_loaded' });
+      await client.unload(ref, 'sql');
+      expect(await rejection(client.unload(ref, 'sql'))).toMatchObject({ code: 'not_loaded' });
+      expect(seen).toEqual(['POST /v1/lora_adapter/load', 'POST /v1/lora_adapter/load', 'POST /v1/lora_adapter/unload', 'POST /v1/lora_adapter/unload']);
+    } finally {
+      await client.close();
+      await spy.close();
+      await sidecar.drain();
+      await sim.close();
+    }
+  });
+});
