@@ -433,6 +433,39 @@ describe('switchyard sidecar as a process', () => {
       }
     });
 
+    it('restarts a killed engine, and the router that discovered it routes to it again', async () => {
+      const { sc, prefix, id } = await registered(10_000);
+      let enginePid: number | undefined;
+      const gateway = await startGateway([], {
+        redis: { url: REDIS_URL },
+        discovery: { registry: { enabled: true, prefix, intervalMs: 100 } },
+        limits: { redisKeyPrefix: `${prefix}rl:` },
+        adapters: { redisKeyPrefix: `${prefix}adapters:` },
+        kvcache: { redisKeyPrefix: `${prefix}kv:` },
+      });
+      const gatewayUrl = await gateway.listen();
+      const routedTo = async () => {
+        const res = await request(`${gatewayUrl}/v1/chat/completions`, { method: 'POST', headers: authHeaders(), body: chatBody() });
+        await res.body.dump();
+        return { status: res.statusCode, pod: res.headers['x-switchyard-pod'] };
+      };
+      try {
+        await vi.waitFor(async () => expect(await routedTo()).toEqual({ status: 200, pod: id }), { timeout: 15_000, interval: 100 });
+        enginePid = (await getJson<SidecarStatus>(`${sc.url}/sidecar/status`)).engine.pid;
+        process.kill(enginePid!, 'SIGKILL');
+        const restarted = await statusWhen(sc.url, (s) => s.engine.restarts >= 1 && s.engine.state === 'healthy' && s.engine.pid !== enginePid);
+        enginePid = restarted.engine.pid;
+        // Same id and URL: the router's health checks bring it back without any registry change.
+        await vi.waitFor(async () => expect(await routedTo()).toEqual({ status: 200, pod: id }), { timeout: 15_000, interval: 100 });
+      } finally {
+        sc.child.kill('SIGKILL');
+        reap(enginePid);
+        await gateway.close();
+        const keys = await redis.keys(`${prefix}*`);
+        if (keys.length > 0) await redis.del(...keys);
+      }
+    });
+
     it('lets the record expire within its TTL when the sidecar is SIGKILLed', async () => {
       const ttlMs = 1_500;
       const { sc, key, prefix } = await registered(ttlMs);
