@@ -89,11 +89,14 @@ export class AdapterRouter {
     const started = performance.now();
     let cold = this.#coldStarts.get(adapter.name);
     if (cold === undefined) {
-      cold = this.#coldStart(adapter, deadline, signal).finally(() => this.#coldStarts.delete(adapter.name));
+      // Shared by every request waiting for this adapter: none of their aborts may stop it for the others.
+      cold = this.#coldStart(adapter, deadline).finally(() => this.#coldStarts.delete(adapter.name));
+      // Every waiter may have given up by the time it fails: its failure is theirs to report, never unhandled.
+      cold.catch(() => {});
       this.#coldStarts.set(adapter.name, cold);
     }
     try {
-      await cold;
+      await untilDoneOrAborted(cold, signal);
     } catch (err) {
       this.#opts.onColdStart?.(adapter.name, performance.now() - started, err instanceof ApiError && err.status === 504 ? 'timeout' : 'failed');
       throw err;
@@ -103,10 +106,10 @@ export class AdapterRouter {
     return engines ?? new Set();
   }
 
-  async #coldStart(adapter: ResolvedAdapter, deadline: number, signal: AbortSignal): Promise<void> {
+  async #coldStart(adapter: ResolvedAdapter, deadline: number): Promise<void> {
     const { state, holder } = this.#opts;
     let lastError: unknown;
-    while (performance.now() < deadline && !signal.aborted) {
+    while (performance.now() < deadline) {
       if (await state.claimLoad(adapter.name, holder, claimTtlMs)) {
         try {
           lastError = await this.#loadSomewhere(adapter);
@@ -196,6 +199,25 @@ export class AdapterRouter {
       });
     await this.#refreshing;
   }
+}
+
+/** Waits for `work`, or rejects with the signal's reason as soon as this caller gives up (the work goes on). */
+function untilDoneOrAborted(work: Promise<void>, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 function visible(adapter: Adapter, principal: Principal): boolean {
