@@ -127,6 +127,7 @@ const defaultLogger: AdaptersControllerLogger = {
 export class AdaptersController {
   readonly holderId: string;
   readonly #store: AdapterStateStore;
+  readonly #claimTtlMs: number;
   readonly #engines: () => readonly ControllerEngine[];
   readonly #adapters: () => Promise<readonly RegisteredAdapter[]>;
   readonly #hooks: AdaptersControllerHooks;
@@ -169,6 +170,8 @@ export class AdaptersController {
     this.#retryMaxMs = positive('retryMaxMs', o.retryMaxMs ?? 60_000);
     const loadTimeoutMs = positive('loadTimeoutMs', o.loadTimeoutMs ?? 120_000);
     this.#staleLoadingMs = positive('staleLoadingMs', o.staleLoadingMs ?? loadTimeoutMs + 10_000);
+    // Outlives any load, so a claim never lapses while its load runs; released as soon as the load ends.
+    this.#claimTtlMs = loadTimeoutMs + 10_000;
     this.#failedTtlMs = positive('failedTtlMs', o.failedTtlMs ?? this.#retryMaxMs);
     this.#placement = o.placement ?? {};
     this.holderId = o.holderId ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
@@ -410,8 +413,37 @@ export class AdaptersController {
         }),
       );
       const byName = new Map(registry.map((a) => [a.name, a]));
+      // An adapter placed nowhere may be cold-starting in a router right now (claimLoad): it is loaded here only
+      // under the same claim, so the two never both place it; without the claim it waits for the next round.
+      const placed = new Set(placements.filter((p) => p.state !== 'failed').map((p) => p.adapter));
+      const claimed = new Set<string>();
+      const refused = new Set<string>();
+      const claimHolder = `${this.holderId}/round`;
+      const loads: EngineAdapterPair[] = [];
+      for (const l of plan.loads) {
+        if (!placed.has(l.adapter) && !claimed.has(l.adapter)) {
+          if (refused.has(l.adapter) || !(await this.#store.claimLoad(l.adapter, claimHolder, this.#claimTtlMs).catch(() => false))) {
+            refused.add(l.adapter);
+            report.skipped.push(l);
+            continue;
+          }
+          claimed.add(l.adapter);
+          // A cold start may have placed it since this round read the placements, and released its claim.
+          const current = await this.#store.placements().catch(() => placements);
+          if (current.some((p) => p.adapter === l.adapter && p.state !== 'failed')) {
+            refused.add(l.adapter);
+            report.skipped.push(l);
+            continue;
+          }
+        }
+        if (refused.has(l.adapter)) {
+          report.skipped.push(l);
+          continue;
+        }
+        loads.push(l);
+      }
       await Promise.all(
-        plan.loads.map(async (l) => {
+        loads.map(async (l) => {
           if (blockedEngines.has(l.engine) || this.#stopped) {
             report.skipped.push(l);
             return;
@@ -424,6 +456,7 @@ export class AdaptersController {
           }
         }),
       );
+      await Promise.all([...claimed].map((a) => this.#store.releaseLoad(a, claimHolder).catch(() => {})));
       return done();
     } finally {
       clearInterval(renewal);
