@@ -356,6 +356,24 @@ describe('switchyard sidecar as a process', () => {
       await redis?.quit();
     });
 
+    /** A gateway that discovers engines from the registry under `prefix`, and where its next chat request goes. */
+    async function discoveringGateway(prefix: string) {
+      const gateway = await startGateway([], {
+        redis: { url: REDIS_URL },
+        discovery: { registry: { enabled: true, prefix, intervalMs: 100 } },
+        limits: { redisKeyPrefix: `${prefix}rl:` },
+        adapters: { redisKeyPrefix: `${prefix}adapters:` },
+        kvcache: { redisKeyPrefix: `${prefix}kv:` },
+      });
+      const url = await gateway.listen();
+      const routedTo = async () => {
+        const res = await request(`${url}/v1/chat/completions`, { method: 'POST', headers: authHeaders(), body: chatBody() });
+        await res.body.dump();
+        return { status: res.statusCode, pod: res.headers['x-switchyard-pod'] };
+      };
+      return { gateway, routedTo };
+    }
+
     async function registered(ttlMs: number) {
       const enginePort = await freePort();
       const prefix = `switchyard-test:${randomUUID()}:`;
@@ -377,19 +395,7 @@ describe('switchyard sidecar as a process', () => {
       const ttlMs = 2_000;
       const { sc, prefix, id, key, enginePort } = await registered(ttlMs);
       let enginePid: number | undefined;
-      const gateway = await startGateway([], {
-        redis: { url: REDIS_URL },
-        discovery: { registry: { enabled: true, prefix, intervalMs: 100 } },
-        limits: { redisKeyPrefix: `${prefix}rl:` },
-        adapters: { redisKeyPrefix: `${prefix}adapters:` },
-        kvcache: { redisKeyPrefix: `${prefix}kv:` },
-      });
-      const gatewayUrl = await gateway.listen();
-      const routedTo = async () => {
-        const res = await request(`${gatewayUrl}/v1/chat/completions`, { method: 'POST', headers: authHeaders(), body: chatBody() });
-        await res.body.dump();
-        return { status: res.statusCode, pod: res.headers['x-switchyard-pod'] };
-      };
+      const { gateway, routedTo } = await discoveringGateway(prefix);
       try {
         // The router routes to the engine as soon as the sidecar registered it.
         await vi.waitFor(async () => expect(await routedTo()).toEqual({ status: 200, pod: id }), { timeout: 15_000, interval: 100 });
@@ -436,19 +442,7 @@ describe('switchyard sidecar as a process', () => {
     it('restarts a killed engine, and the router that discovered it routes to it again', async () => {
       const { sc, prefix, id } = await registered(10_000);
       let enginePid: number | undefined;
-      const gateway = await startGateway([], {
-        redis: { url: REDIS_URL },
-        discovery: { registry: { enabled: true, prefix, intervalMs: 100 } },
-        limits: { redisKeyPrefix: `${prefix}rl:` },
-        adapters: { redisKeyPrefix: `${prefix}adapters:` },
-        kvcache: { redisKeyPrefix: `${prefix}kv:` },
-      });
-      const gatewayUrl = await gateway.listen();
-      const routedTo = async () => {
-        const res = await request(`${gatewayUrl}/v1/chat/completions`, { method: 'POST', headers: authHeaders(), body: chatBody() });
-        await res.body.dump();
-        return { status: res.statusCode, pod: res.headers['x-switchyard-pod'] };
-      };
+      const { gateway, routedTo } = await discoveringGateway(prefix);
       try {
         await vi.waitFor(async () => expect(await routedTo()).toEqual({ status: 200, pod: id }), { timeout: 15_000, interval: 100 });
         enginePid = (await getJson<SidecarStatus>(`${sc.url}/sidecar/status`)).engine.pid;
