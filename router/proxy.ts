@@ -7,7 +7,7 @@ import type { Config } from '../core/config.js';
 import type { UsageRow } from '../core/db/control-plane-store.js';
 import { ApiError } from '../core/errors.js';
 import type { UsageSink } from '../core/usage/usage-sink.js';
-import { admit, type Admission, type AdmissionDeps } from './admission.js';
+import { admit, modelNotFound, type Admission, type AdmissionDeps } from './admission.js';
 import type { AdapterRouter } from './adapters.js';
 import type { CapacityGate } from './capacity.js';
 import { QueueFullError, QueueTimeoutError, type FairQueue, type QueueTenant } from './fair-queue.js';
@@ -550,7 +550,7 @@ function servesModel(registry: EngineRegistry, model: string): boolean {
 function noEngineLeft(model: string, tried: number, last: UpstreamFailure | undefined, deps: ProxyDeps): ApiError {
   if (tried > 0) return upstreamGaveUp(last, tried);
   if (!servesModel(deps.registry, model)) {
-    return new ApiError(404, `The model \`${model}\` does not exist or you do not have access to it.`, { code: 'model_not_found', param: 'model' });
+    return modelNotFound(model);
   }
   return new ApiError(503, `no healthy engine is serving model \`${model}\` right now`, { type: 'server_error', code: 'no_healthy_engine' });
 }
