@@ -84,12 +84,17 @@ export interface RequestOutcome {
   readonly cachedTokens: number;
   readonly firstTokenMs: number;
   readonly finishMs: number;
+  /** What the placement step's engine model predicted for the chosen engine, at routing time (NaN if nothing). */
+  readonly predictedTtftMs: number;
+  readonly predictedE2eMs: number;
 }
 
 export interface LoadSample {
   readonly atMs: number;
   /** Requests in flight per engine. */
   readonly inFlight: readonly number[];
+  /** Decode batch size per engine: the requests its last step ran. */
+  readonly batch: readonly number[];
 }
 
 export interface SimulationResult {
@@ -271,7 +276,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     const at = Math.min(arrivalAt, stepAt);
     if (at === Infinity) break;
     while (nextSampleMs <= at) {
-      samples.push({ atMs: nextSampleMs, inFlight: inFlight.slice() });
+      samples.push({ atMs: nextSampleMs, inFlight: inFlight.slice(), batch: inStep.map((step) => step?.batchSize ?? 0) });
       nextSampleMs += sampleIntervalMs;
     }
     now = at;
@@ -290,6 +295,8 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     cachedTokens: cached[i],
     firstTokenMs: firstToken[i],
     finishMs: finish[i],
+    predictedTtftMs: NaN,
+    predictedE2eMs: NaN,
   }));
   return {
     policy: pipeline.name,
