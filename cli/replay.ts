@@ -6,13 +6,14 @@ import { runReplay } from '../bench/replay/replay.js';
 import { formatTable, renderHtml } from '../bench/replay/report.js';
 import type { IndexHashing, LoadSignal } from '../bench/replay/simulate.js';
 import { formatTrace, parseTrace } from '../bench/replay/trace.js';
+import { openLoop } from '../bench/replay/workload.js';
 import { DEFAULT_TIMING } from '../engine-sim/timing-model.js';
 import { DEFAULT_BLOCK_SIZE as INDEX_BLOCK_TOKENS } from '../kvcache/block-hash.js';
 import { LocalPrefixIndex } from '../kvcache/index/local.js';
 import { type PolicyName, POLICY_NAMES } from '../router/routing/pipeline.js';
 import { numberFlag, parseCommandArgs, usageError } from './args.js';
 
-const COMPARISON: readonly PolicyName[] = ['prefix-cache', 'round-robin', 'least-request', 'aibrix-prefix-cache', 'sglang-cache-aware'];
+const COMPARISON: readonly PolicyName[] = ['prefix-cache', 'prefix-cache-v1', 'round-robin', 'least-request', 'aibrix-prefix-cache', 'sglang-cache-aware'];
 
 const help = `switchyard replay --trace FILE [--engines 4] [--policy P1,P2,...] [--rate-scale 1] [--limit N] [--out DIR]
 switchyard replay --generate KIND [--requests 2000] [same options]
@@ -109,7 +110,7 @@ export async function runReplayCommand(argv: string[]): Promise<void> {
   const maxEntries = engines * Math.ceil(DEFAULT_TIMING.kvCapacityTokens / indexBlockTokens);
   const progress = progressReporter();
   const report = await runReplay({
-    trace,
+    workload: openLoop(trace, rateScale),
     traceName: basename(traceName),
     engines,
     policies,

@@ -6,6 +6,7 @@ import { DEFAULT_MAX_ENTRIES } from '../kvcache/index/create.js';
 import { VLLM_DEFAULT_BLOCK_SIZE } from '../kvcache/precise-hash.js';
 import { TOKENIZER_NAMES } from '../kvcache/tokenizers/tokenizer.js';
 import { POLICY_NAMES, type PolicyName } from '../router/routing/pipeline.js';
+import { DEFAULT_ENGINE_PERF } from './engine.js';
 
 /**
  * The one config loader: a YAML file, then environment overrides, then one schema check. Every part of
@@ -14,6 +15,14 @@ import { POLICY_NAMES, type PolicyName } from '../router/routing/pipeline.js';
 
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const hex64 = /^[0-9a-f]{64}$/;
+
+const PerfSchema = z
+  .object({
+    prefillTokensPerSec: z.number().positive().default(DEFAULT_ENGINE_PERF.prefillTokensPerSec),
+    decodeBaseMs: z.number().positive().default(DEFAULT_ENGINE_PERF.decodeBaseMs),
+    decodeMsPer1kKvTokens: z.number().positive().default(DEFAULT_ENGINE_PERF.decodeMsPer1kKvTokens),
+  })
+  .strict();
 
 const EngineSchema = z
   .object({
@@ -29,6 +38,12 @@ const EngineSchema = z
     kvCapacityTokens: z.number().int().positive().optional(),
     /** The engine's KV events PUB socket (vLLM --kv-events-config endpoint); needs kvcache.hashing: vllm. */
     kvEventsEndpoint: z.string().regex(/^tcp:\/\/[^\s]+:\d+$/, 'a ZMQ endpoint, e.g. tcp://10.0.0.7:5557').optional(),
+    /** This engine's figures where they differ from routing.engineModel (another GPU, a bigger model). */
+    perf: z
+      .object({ prefillTokensPerSec: z.number().positive(), decodeBaseMs: z.number().positive(), decodeMsPer1kKvTokens: z.number().positive() })
+      .partial()
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -51,6 +66,11 @@ const RoutingSchema = z
     filters: z.array(z.string().min(1)).optional(),
     scorers: z.array(z.object({ name: z.string().min(1), weight: z.number().positive() }).strict()).optional(),
     picker: z.string().min(1).optional(),
+    /**
+     * How fast engines are believed to run before the gateway has calibrated them from their answers (an engine's
+     * own `perf` overrides it): the prefix-cache policy predicts latency from it. Default: Llama-3.1-8B on an H100.
+     */
+    engineModel: PerfSchema.prefault({}),
   })
   .strict();
 

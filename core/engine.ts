@@ -16,7 +16,31 @@ export interface EngineSpec {
   readonly kvEventsEndpoint?: string | undefined;
   /** The engine's sidecar (switchyard sidecar), when it registered one: its adapter API is used then. */
   readonly sidecarUrl?: string | undefined;
+  /** How fast this engine is believed to run before calibration has seen it; unset fields take routing.engineModel's. */
+  readonly perf?: Partial<EnginePerf> | undefined;
 }
+
+/**
+ * How fast a continuous-batching engine runs, in the form of engine-sim's timing model: one step (a forward pass
+ * over the batch) takes decodeBaseMs + decodeMsPer1kKvTokens x (KV tokens the batch reads) / 1000, plus the time of
+ * the prompt tokens it prefills at prefillTokensPerSec. Routing predicts latency from it; the gateway calibrates it
+ * per engine from what it observes (router/placement/calibration.ts).
+ */
+export interface EnginePerf {
+  readonly prefillTokensPerSec: number;
+  readonly decodeBaseMs: number;
+  readonly decodeMsPer1kKvTokens: number;
+}
+
+/**
+ * Llama-3.1-8B in BF16 on one H100 80GB, the simulated engine's defaults (engine-sim/timing-model.ts says where
+ * each figure comes from): the starting point of calibration when the configuration says nothing better.
+ */
+export const DEFAULT_ENGINE_PERF: Readonly<EnginePerf> = {
+  prefillTokensPerSec: 30_000,
+  decodeBaseMs: 6.5,
+  decodeMsPer1kKvTokens: 0.044,
+};
 
 /** Load as read from the engine's own /metrics, normalised across engine kinds. */
 export interface EngineLoad {
@@ -26,6 +50,11 @@ export interface EngineLoad {
   readonly kvUsage: number;
   /** Date.now() of the scrape that produced these values. */
   readonly scrapedAt: number;
+  /**
+   * The engine process's start, seconds since the epoch (Prometheus' `process_start_time_seconds`), when its
+   * /metrics has it: a different value at a later scrape means the engine restarted with an empty cache.
+   */
+  readonly startedAt?: number;
 }
 
 /**
@@ -45,4 +74,12 @@ export interface EngineSnapshot {
    * Undefined where it is not tracked (the replayer's in-flight-only mode); routing then counts requests.
    */
   readonly pendingPrefillTokens?: number | undefined;
+  /**
+   * KV tokens the requests in flight hold, as the gateway counts them (each its prompt plus half its expected
+   * output: its mean context over its life); with inFlightOutputTokens, what a decode step on the engine reads and
+   * how long its batch will go on. Undefined where not tracked, as pendingPrefillTokens.
+   */
+  readonly inFlightKvTokens?: number | undefined;
+  /** Output tokens the requests in flight are expected to generate in all. */
+  readonly inFlightOutputTokens?: number | undefined;
 }

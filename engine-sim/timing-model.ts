@@ -39,13 +39,12 @@
  *    events happen at its end.
  */
 
+import { DEFAULT_ENGINE_PERF, type EnginePerf } from '../core/engine.js';
 import { Deque } from './deque.js';
 import { type BlockHash, type BlockId, DEFAULT_BLOCK_SIZE, PrefixCache } from './prefix-cache.js';
 
-export interface TimingParams {
-  readonly prefillTokensPerSec: number;
-  readonly decodeBaseMs: number;
-  readonly decodeMsPer1kKvTokens: number;
+/** The step-time terms are routing's EnginePerf: the router's model of an engine is this model's form. */
+export interface TimingParams extends EnginePerf {
   readonly maxNumSeqs: number;
   readonly maxNumBatchedTokens: number;
   readonly blockSize: number;
@@ -53,9 +52,7 @@ export interface TimingParams {
 }
 
 export const DEFAULT_TIMING: Readonly<TimingParams> = {
-  prefillTokensPerSec: 30_000,
-  decodeBaseMs: 6.5,
-  decodeMsPer1kKvTokens: 0.044,
+  ...DEFAULT_ENGINE_PERF,
   maxNumSeqs: 256,
   maxNumBatchedTokens: 8192,
   blockSize: DEFAULT_BLOCK_SIZE,

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import type { EngineSnapshot } from '../core/engine.js';
+import type { PredictionCheck } from './placement/place.js';
 
 /** Latency buckets in seconds, from a cached short answer to a long generation. */
 const latencyBuckets = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -23,6 +24,8 @@ export interface GatewayMetrics {
   readonly adapterFailures: Counter<'engine' | 'operation'>;
   readonly adapterLoadSeconds: Histogram;
   readonly coldStartWait: Histogram<'outcome'>;
+  /** Relative error of routing's predictions against what happened (switchyard_routing_prediction_error). */
+  observePrediction(check: PredictionCheck): void;
 }
 
 /** What the metrics read at scrape time. */
@@ -75,7 +78,20 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
     labelNames: ['outcome'] as const,
     registers: [registry],
   });
+  const predictionError = new Histogram({
+    name: 'switchyard_routing_prediction_error',
+    help: 'Relative error of the TTFT and time per output token routing predicted for the engine it chose: (predicted - observed) / observed',
+    labelNames: ['quantity'],
+    buckets: [-0.9, -0.75, -0.5, -0.25, -0.1, 0, 0.1, 0.25, 0.5, 1, 2, 4],
+    registers: [registry],
+  });
+  const ttftError = predictionError.labels({ quantity: 'ttft' });
+  const tpotError = predictionError.labels({ quantity: 'tpot' });
   return {
+    observePrediction: (check) => {
+      if (check.ttftMs > 0) ttftError.observe((check.predictedTtftMs - check.ttftMs) / check.ttftMs);
+      if (check.tpotMs !== undefined && check.tpotMs > 0) tpotError.observe((check.predictedTpotMs - check.tpotMs) / check.tpotMs);
+    },
     usageEvents,
     usageRecorded: usageEvents.labels('recorded'),
     adapterLoads: new Counter({ name: 'switchyard_adapter_loads_total', help: 'LoRA adapters loaded by this gateway\'s controller, per engine', labelNames: ['engine'], registers: [registry] }),

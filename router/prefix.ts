@@ -90,8 +90,17 @@ export class PrefixTracker {
   }
 
   /** The engine is about to hold the prompt's blocks: recorded now, so the next request sharing them follows. */
-  recordServed(engineId: string, hashes: readonly BlockHash[]): void {
+  recordStored(engineId: string, hashes: readonly BlockHash[]): void {
     if (hashes.length > 0) this.#index.recordStored(engineId, hashes);
+  }
+
+  /** The engine does not hold these blocks after all (its request failed, or its answer said so). */
+  recordRemoved(engineId: string, hashes: readonly BlockHash[]): void {
+    if (hashes.length > 0) this.#index.recordRemoved(engineId, hashes);
+  }
+
+  get blockTokens(): number {
+    return this.#blockSize;
   }
 
   /** Capacities and KV event subscriptions follow the fleet; a removed engine's blocks are forgotten. */

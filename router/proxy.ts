@@ -14,8 +14,8 @@ import { QueueFullError, QueueTimeoutError, type FairQueue, type QueueTenant } f
 import type { EngineRegistry } from './engines/registry.js';
 import type { PromptRequest } from '../kvcache/request-blocks.js';
 import type { GatewayMetrics } from './metrics.js';
+import type { PlacedRequest, Placement } from './placement/place.js';
 import type { PrefixTracker } from './prefix.js';
-import type { RoutingPipeline } from './routing/pipeline.js';
 import type { RequestFeatures } from './routing/types.js';
 import type { SessionAffinity } from './sessions.js';
 import { tracer } from './tracing.js';
@@ -26,7 +26,8 @@ export type Endpoint = RequestFeatures['endpoint'];
 export interface ProxyDeps {
   readonly config: Config;
   readonly registry: EngineRegistry;
-  readonly pipeline: RoutingPipeline;
+  /** Routes over the registry and keeps the engines' counts, the index and calibration in step (placement/place.ts). */
+  readonly placement: Placement;
   readonly metrics: GatewayMetrics;
   /** Model name -> compute pools it may run in, from the models section of the config. */
   readonly pools: ReadonlyMap<string, readonly string[]>;
@@ -72,7 +73,7 @@ export async function proxyInference(
   reply: FastifyReply,
   deps: ProxyDeps,
 ): Promise<void> {
-  const { config, registry, pipeline, metrics } = deps;
+  const { config, registry, metrics } = deps;
   const body = request.body as InferenceBody;
   const model = body.model;
   const stream = endpoint !== 'embeddings' && body.stream === true;
@@ -111,14 +112,8 @@ export async function proxyInference(
   const tried = new Set<string>();
   let engineId = 'none';
   let lastFailure: UpstreamFailure | undefined;
-  // True while no attempt holds engineId's in-flight slot.
-  let released = true;
-  // Prompt tokens the current attempt is expected to prefill; counted on the engine until its first byte.
-  let pendingPrefill = 0;
-  const prefillDone = () => {
-    if (pendingPrefill > 0) registry.prefillDone(engineId, pendingPrefill);
-    pendingPrefill = 0;
-  };
+  // The current attempt's placement: holds its engine's slot until it is abandoned or finished.
+  let placed: PlacedRequest | undefined;
   // True from leaving the fair queue until an engine slot is taken: the gate counts the request meanwhile.
   let holdsGate = false;
   // The model the engines serve: the client's, or the base model of the adapter it names.
@@ -128,11 +123,10 @@ export async function proxyInference(
     holdsGate = false;
     deps.capacity.release(baseModel);
   };
-  const releaseEngine = () => {
-    if (released) return;
-    released = true;
-    prefillDone();
-    registry.release(engineId);
+  const abandonAttempt = () => {
+    if (placed === undefined) return;
+    placed.abandon();
+    placed = undefined;
     deps.queue?.pump();
   };
   let status = 0;
@@ -147,8 +141,13 @@ export async function proxyInference(
     clearTimeout(deadline);
     reply.raw.off('close', onClientClose);
     releaseGate();
-    releaseEngine();
     const now = performance.now();
+    if (placed !== undefined && firstByteAt !== undefined) {
+      placed.finish({ atMs: now, completionTokens: usage?.completionTokens, cachedTokens: usage?.cachedTokens, streamed: stream });
+      placed = undefined;
+      deps.queue?.pump();
+    }
+    abandonAttempt();
     // The model name is the client's: label with it only when an engine serves it, so that requests for made-up
     // models cannot create series without bound.
     const modelLabel = engineId !== 'none' || servesModel(registry, model) ? model : unknownModel;
@@ -186,6 +185,7 @@ export async function proxyInference(
     // The prefix is hashed under the client's model name, so each adapter has prefixes of its own.
     const prompt = deps.prefix === undefined || endpoint === 'embeddings' ? undefined : await deps.prefix.lookup(body as unknown as PromptRequest, model, adapter?.name);
     const sessionKey = deps.sessions.keyOf(request.headers, body);
+    const who = { tenant: tenant.key, model };
     const features: RequestFeatures = {
       model: baseModel,
       adapter: adapter === undefined ? undefined : { name: adapter.name, residentOn: residentOn! },
@@ -193,36 +193,32 @@ export async function proxyInference(
       pools: deps.pools.get(baseModel),
       exclude: tried,
       prefix: prompt === undefined ? undefined : { totalBlocks: prompt.hashes.length, matches: prompt.matches },
-      promptTokens: prompt?.promptTokens,
+      promptTokens: prompt?.promptTokens ?? admission.promptEstimate,
+      outputTokens: deps.placement.expectedOutput(who, maxTokensOf(body)),
       sessionEngine: deps.sessions.engineOf(sessionKey),
     };
     for (let attempt = 1; ; attempt++) {
       // Cancelled while waiting or while the prefix was looked up: nothing to send, nor to record in the index.
       if (cancel !== undefined) throw cancelled(cancel, config);
-      const decision = pipeline.route(features, registry.snapshot());
-      if (decision === undefined) throw noEngineLeft(baseModel, tried.size, lastFailure, deps);
-      engineId = decision.engine.spec.id;
+      placed = deps.placement.place(features, prompt, who, performance.now());
+      if (placed === undefined) throw noEngineLeft(baseModel, tried.size, lastFailure, deps);
+      const { decision, matchedBlocks: matched, totalBlocks: blocks } = placed;
+      engineId = placed.engineId;
       tried.add(engineId);
-      released = false;
-      const matched = prompt?.matches.get(engineId) ?? 0;
-      const blocks = prompt?.hashes.length ?? 0;
-      pendingPrefill = prompt === undefined ? 0 : Math.round(prompt.promptTokens * (blocks === 0 ? 1 : 1 - matched / blocks));
-      registry.acquire(engineId, pendingPrefill);
       releaseGate();
       metrics.decisions.inc({ policy: decision.policy, engine: engineId, reason: decision.reason ?? 'none' });
-      span.setAttributes({ 'switchyard.policy': decision.policy, 'switchyard.candidates': decision.candidates, 'switchyard.reason': decision.reason ?? 'none' });
+      span.setAttributes({ 'switchyard.policy': decision.policy, 'switchyard.candidates': decision.candidates, 'switchyard.reason': decision.reason ?? 'none', 'switchyard.predicted_ttft_ms': placed.predictedTtftMs });
+      reply.header('x-switchyard-route', `${decision.reason ?? 'none'}; predicted-ttft-ms=${Math.round(placed.predictedTtftMs)}`);
       if (prompt !== undefined) {
-        // Recorded at decision time, as the engine starts prefilling: a burst sharing this prefix follows at once.
-        deps.prefix!.recordServed(engineId, prompt.hashes);
         reply.header('x-switchyard-prefix-blocks', `${matched}/${blocks}`);
         span.setAttributes({ 'switchyard.prefix_matched_blocks': matched, 'switchyard.prefix_blocks': blocks });
       }
 
       const outcome = await attemptOnce(registry.client(engineId).pool, upstreamPath[endpoint], headers, raw, stream, abort.signal, config);
-      prefillDone();
       if (outcome.kind === 'ok') {
         engineWorked = true;
         firstByteAt = performance.now();
+        placed.firstToken(firstByteAt);
         registry.reportSuccess(engineId);
         deps.sessions.served(sessionKey, engineId);
         if (prompt !== undefined) {
@@ -257,7 +253,7 @@ export async function proxyInference(
         });
       }
 
-      releaseEngine();
+      abandonAttempt();
       if (cancel !== undefined) throw cancelled(cancel, config);
       // The adapter left that engine since the residency map was read (vLLM answers 404): another holder may serve.
       if (outcome.kind === 'final' && adapter !== undefined && outcome.failure.status === 404) {
@@ -302,6 +298,12 @@ interface InferenceBody {
   max_tokens?: unknown;
   max_completion_tokens?: unknown;
   n?: unknown;
+}
+
+/** The completion tokens the client allows, when it says. */
+function maxTokensOf(body: InferenceBody): number | undefined {
+  const max = body.max_completion_tokens ?? body.max_tokens;
+  return typeof max === 'number' && max >= 1 ? max : undefined;
 }
 
 /** The body with stream_options.include_usage on: spliced into the client's bytes when it sent no stream_options. */

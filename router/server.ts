@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
-import { ConfigError, type Config } from '../core/config.js';
+import { ConfigError, kvBlockSize, type Config } from '../core/config.js';
 import type { EngineSpec } from '../core/engine.js';
 import { ControlPlaneError, ControlPlaneStore } from '../core/db/control-plane-store.js';
 import { migrate } from '../core/db/migrate.js';
@@ -17,6 +17,9 @@ import { EngineRegistry } from './engines/registry.js';
 import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { PrefixTracker } from './prefix.js';
 import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
+import { Calibration } from './placement/calibration.js';
+import { OutputLengths } from './placement/output-length.js';
+import { Placement } from './placement/place.js';
 import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
 import { SessionAffinity } from './sessions.js';
@@ -114,9 +117,19 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     queueLength: () => queue?.waitingByPriority() ?? new Map(),
     adaptersResident: () => adapters?.residentPerEngine() ?? new Map(),
   });
-  const pipeline = routingPipeline(config);
+  const calibration = new Calibration(config.routing.engineModel);
+  const pipeline = routingPipeline(config, calibration);
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
   prefix?.setEngines(engines);
+  const placement = new Placement({
+    pipeline,
+    fleet: registry,
+    index: prefix,
+    calibration,
+    outputs: new OutputLengths(),
+    blockTokens: kvBlockSize(config.kvcache),
+    onPrediction: (check) => metrics.observePrediction(check),
+  });
 
   // The control plane last, so nothing above can fail and leave it open.
   let db: SqlClient | undefined;
@@ -232,7 +245,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     sessions: new SessionAffinity(config.session),
     config,
     registry,
-    pipeline,
+    placement,
     metrics,
     pools,
     capacity: new CapacityGate(registry, config.queue.saturation, pools),
@@ -416,9 +429,9 @@ async function placementsByAdapter(state: AdapterStateStore): Promise<Map<string
   return out;
 }
 
-function routingPipeline(config: Config): RoutingPipeline {
+function routingPipeline(config: Config, calibration: Calibration): RoutingPipeline {
   try {
-    return createPipeline(config.routing);
+    return createPipeline(config.routing, { perf: (engine) => calibration.perf(engine.spec) });
   } catch (err) {
     throw new ConfigError('routing', [`routing: ${(err as Error).message}`]);
   }

@@ -24,7 +24,12 @@ export interface PolicyReport {
   /** (TTFT ms, fraction of requests at or below it). */
   readonly ttftCdf: readonly (readonly [number, number])[];
   /** In-flight requests per engine over virtual time: inFlight[engine][sample]. */
-  readonly load: { readonly atMs: readonly number[]; readonly inFlight: readonly (readonly number[])[] };
+  readonly load: {
+    readonly atMs: readonly number[];
+    readonly inFlight: readonly (readonly number[])[];
+    /** Decode batch size per engine over virtual time: batch[engine][sample]. */
+    readonly batch: readonly (readonly number[])[];
+  };
 }
 
 const s = (ms: number) => (ms / 1000).toFixed(2);

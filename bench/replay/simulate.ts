@@ -1,27 +1,29 @@
-import type { EngineLoad, EngineSnapshot, EngineSpec } from '../../core/engine.js';
 import { type CacheEvent, TimingModel, type StepResult, type TimingCounters, type TimingParams } from '../../engine-sim/timing-model.js';
 import type { BlockHash, PrefixIndex } from '../../kvcache/types.js';
+import { Calibration } from '../../router/placement/calibration.js';
+import { OutputLengths } from '../../router/placement/output-length.js';
+import { type PlacedRequest, Placement } from '../../router/placement/place.js';
 import type { RoutingPipeline } from '../../router/routing/pipeline.js';
+import type { PerfSource } from '../../router/routing/plugins.js';
 import type { RequestFeatures } from '../../router/routing/types.js';
+import { SimulatedFleet } from './fleet.js';
+import type { Workload, WorkloadRequest } from './workload.js';
 
 /**
  * Discrete-event simulation of a fleet behind the router, on a virtual clock: N engines, each the engine-sim
- * TimingModel (the same continuous-batching model the simulated engine runs), and the router's real routing
- * pipeline and a prefix index, with no HTTP and no timers. Two kinds of events move the clock:
+ * TimingModel (the same continuous-batching model the simulated engine runs), and the gateway's own placement step
+ * (router/placement/place.ts: the routing pipeline, the engines' counts, the prefix index, calibration), with no
+ * HTTP and no timers. Three kinds of events move the clock:
  *
- * - an arrival: the request's prefix is looked up in the index, the pipeline routes it over snapshots of the
- *   engines, the index records the prompt's blocks for the chosen engine (optimistically, as the live router
- *   does), and the request joins that engine's queue;
- * - the end of an engine step: the step's tokens are emitted (first tokens, finishes), and the engine starts its
- *   next step if it has work. A request arriving while a step runs joins the next one, as in vLLM.
+ * - an arrival: the request's prefix is looked up in the index and the placement step places it, as the gateway
+ *   does (it records the prompt's blocks for the chosen engine optimistically); the request joins that engine's
+ *   queue;
+ * - the end of an engine step: the step's tokens are emitted (first tokens, finishes), the placement step learns
+ *   from them as the gateway does from an answer, and the engine starts its next step if it has work. A request
+ *   arriving while a step runs joins the next one, as in vLLM;
+ * - a closed-loop workload's user sends its next request when its last one finished (workload.ts).
  *
  * At equal times arrivals go first, so requests arriving together are batched together.
- *
- * What the pipeline sees of an engine is what the live router sees: `inFlight` is exact (requests routed there
- * and not finished), and so is `pendingPrefillTokens` (per request routed there and without a first token yet,
- * its prompt tokens less what the index expected cached, as the gateway estimates it), while running/waiting/KV
- * usage come from a scrape every `scrapeIntervalMs` (the gateway's default interval), so policies that rely on
- * scraped load pay for its staleness here as they do live.
  */
 
 export interface ReplayRequest {
@@ -36,6 +38,7 @@ export interface ReplayRequest {
    * `vllm` hashing keys the index by the engine's own hashes instead, so it needs none.
    */
   readonly indexHashes?: readonly BlockHash[];
+  readonly session?: string | undefined;
 }
 
 /**
@@ -53,10 +56,15 @@ export type IndexHashing = 'approximate' | 'vllm';
 export type LoadSignal = 'pending' | 'in-flight';
 
 export interface SimulationOptions {
-  /** In arrival order. */
-  readonly requests: readonly ReplayRequest[];
+  readonly workload: Workload;
+  /**
+   * Hashes a workload request into what the engines and the index see (replay.ts); undefined when it can never
+   * run on one engine: it is skipped and counted, and a closed-loop user goes on as if it had been answered.
+   */
+  readonly prepare: (request: WorkloadRequest, id: string) => ReplayRequest | undefined;
   readonly engines: number;
-  readonly pipeline: RoutingPipeline;
+  /** Builds the policy over the engines' calibrated figures, as the gateway does. */
+  readonly pipeline: (perf: PerfSource) => RoutingPipeline;
   /** Starts empty; the simulation sets each engine's capacity. */
   readonly index: PrefixIndex;
   /** Default `approximate`. */
@@ -69,9 +77,11 @@ export interface SimulationOptions {
   readonly loadSignal?: LoadSignal;
   /** Default 1,000 ms, the gateway's default scrape interval. */
   readonly scrapeIntervalMs?: number;
-  /** How often each engine's load is sampled for the load-over-time plot. Default: 1/400 of the arrival span. */
+  /** How often each engine's load is sampled for the plots. Default: 1/400 of the initial arrivals' span. */
   readonly sampleIntervalMs?: number;
-  /** Called as requests finish, with how many have and how many there are. */
+  /** Stops a closed-loop workload: no request arrives after it (virtual ms from the first arrival). */
+  readonly maxDurationMs?: number;
+  /** Called as requests finish, with how many have and how many are known so far. */
   readonly onProgress?: (finished: number, total: number) => void;
 }
 
@@ -84,7 +94,7 @@ export interface RequestOutcome {
   readonly cachedTokens: number;
   readonly firstTokenMs: number;
   readonly finishMs: number;
-  /** What the placement step's engine model predicted for the chosen engine, at routing time (NaN if nothing). */
+  /** What the placement step's engine model predicted for the chosen engine, at routing time. */
   readonly predictedTtftMs: number;
   readonly predictedE2eMs: number;
 }
@@ -99,7 +109,7 @@ export interface LoadSample {
 
 export interface SimulationResult {
   readonly policy: string;
-  /** In the order of the requests given. */
+  /** In arrival order. */
   readonly outcomes: readonly RequestOutcome[];
   /** From the first arrival to the last finish. */
   readonly durationMs: number;
@@ -109,6 +119,10 @@ export interface SimulationResult {
   readonly meanInFlight: readonly number[];
   readonly samples: readonly LoadSample[];
   readonly reasons: Readonly<Record<string, number>>;
+  /** Requests the workload gave that could never run on one engine. */
+  readonly skipped: number;
+  /** The requests replayed, in arrival order (a closed loop's depend on the policy). */
+  readonly requests: readonly ReplayRequest[];
 }
 
 /** The one model the simulated fleet serves. */
@@ -116,82 +130,84 @@ export const REPLAY_MODEL = 'trace-model';
 
 const DEFAULT_SCRAPE_INTERVAL_MS = 1000;
 const SAMPLES = 400;
+const REPLAY_TENANT = 'replay';
+
+interface Running {
+  readonly request: ReplayRequest;
+  readonly source: WorkloadRequest;
+  readonly engine: number;
+  readonly placed: PlacedRequest;
+  readonly outcome: number;
+  cachedTokens: number;
+  firstTokenMs: number;
+}
 
 export async function simulate(opts: SimulationOptions): Promise<SimulationResult> {
-  const { requests, pipeline, index } = opts;
+  const { workload, index } = opts;
   const n = opts.engines;
   if (!(Number.isInteger(n) && n >= 1)) throw new RangeError(`engines must be a positive integer, got ${n}`);
   const model = opts.model ?? REPLAY_MODEL;
-  const scrapeIntervalMs = opts.scrapeIntervalMs ?? DEFAULT_SCRAPE_INTERVAL_MS;
-  const first = requests.length === 0 ? 0 : requests[0].arrivalMs;
-  const span = requests.length === 0 ? 0 : requests[requests.length - 1].arrivalMs - first;
+  const initial = workload.initial;
+  const first = initial.length === 0 ? 0 : initial[0].timestampMs;
+  const span = initial.length === 0 ? 0 : initial[initial.length - 1].timestampMs - first;
   const sampleIntervalMs = opts.sampleIntervalMs ?? Math.max(1, span / SAMPLES);
+  const stopArrivalsAt = first + (opts.maxDurationMs ?? Infinity);
 
   const precise = opts.hashing === 'vllm';
   const models = Array.from({ length: n }, () => new TimingModel(opts.timing, { recordCacheEvents: precise }));
-  const specs: EngineSpec[] = models.map((_, i) => ({
-    id: `engine-${i}`,
-    url: `sim://engine-${i}`,
-    kind: 'vllm',
-    models: [model],
-    labels: {},
-  }));
+  const fleet = new SimulatedFleet(models, model, opts.loadSignal ?? 'pending', opts.scrapeIntervalMs ?? DEFAULT_SCRAPE_INTERVAL_MS);
   const { kvCapacityTokens, blockSize } = models[0].params;
-  const capacityBlocks = Math.floor(kvCapacityTokens / (precise ? blockSize : opts.indexBlockTokens));
-  for (const spec of specs) index.setCapacity(spec.id, capacityBlocks);
+  const blockTokens = precise ? blockSize : opts.indexBlockTokens;
+  for (const spec of fleet.specs) index.setCapacity(spec.id, Math.floor(kvCapacityTokens / blockTokens));
+  const calibration = new Calibration(models[0].params);
+  const pipeline = opts.pipeline((engine) => calibration.perf(engine.spec));
+  const placement = new Placement({ pipeline, fleet, index, calibration, outputs: new OutputLengths(), blockTokens });
+  const sessions = new Map<string, string>();
 
-  const trackPending = (opts.loadSignal ?? 'pending') === 'pending';
-  const inFlight = new Array<number>(n).fill(0);
-  const pending = new Array<number>(n).fill(0);
-  const pendingOf = new Float64Array(requests.length);
   const inFlightArea = new Array<number>(n).fill(0);
-  const lastChange = new Array<number>(n).fill(first);
-  const scraped: (EngineLoad | undefined)[] = new Array(n).fill(undefined);
-  let nextScrapeMs = -Infinity;
   // When the engine's current step ends (its events are due and its next step starts); Infinity when idle.
   const stepEnds = new Array<number>(n).fill(Infinity);
   const inStep: (StepResult | undefined)[] = new Array(n).fill(undefined);
   const inStepCacheEvents: (readonly CacheEvent[])[] = new Array(n).fill([]);
 
-  const byId = new Map<string, number>();
-  const arrival = new Float64Array(requests.length);
-  const engineOf = new Int32Array(requests.length);
-  const reasonOf: (string | undefined)[] = new Array(requests.length);
-  const cached = new Float64Array(requests.length);
-  const firstToken = new Float64Array(requests.length).fill(NaN);
-  const finish = new Float64Array(requests.length).fill(NaN);
+  // Arrivals not yet routed, sorted by time, latest first (pop() takes the next); closed-loop users add to it.
+  const arrivals: WorkloadRequest[] = [...initial].reverse();
+  const running = new Map<string, Running>();
+  const outcomes: RequestOutcome[] = [];
+  const replayed: ReplayRequest[] = [];
   const reasons: Record<string, number> = {};
   const samples: LoadSample[] = [];
   let nextSampleMs = first;
   let finished = 0;
+  let skipped = 0;
+  let nextId = 0;
   let now = first;
 
-  const changeInFlight = (e: number, delta: number, at: number) => {
-    inFlightArea[e] += inFlight[e] * (at - lastChange[e]);
-    lastChange[e] = at;
-    inFlight[e] += delta;
+  const schedule = (request: WorkloadRequest | undefined) => {
+    if (request === undefined || request.timestampMs > stopArrivalsAt) return;
+    let at = arrivals.length;
+    while (at > 0 && arrivals[at - 1].timestampMs < request.timestampMs) at--;
+    arrivals.splice(at, 0, request);
   };
 
-  const snapshots = (at: number): EngineSnapshot[] => {
-    if (at >= nextScrapeMs) {
-      for (let e = 0; e < n; e++) {
-        const m = models[e];
-        scraped[e] = { running: m.numRunning, waiting: m.numWaiting, kvUsage: m.kvUsage, scrapedAt: at };
-      }
-      nextScrapeMs = (Math.floor(at / scrapeIntervalMs) + 1) * scrapeIntervalMs;
+  // Integrates requests in flight over time, before each event changes them.
+  let lastChange = first;
+  const accumulate = (at: number) => {
+    for (let e = 0; e < n; e++) inFlightArea[e] += fleet.inFlight(e) * (at - lastChange);
+    lastChange = at;
+  };
+
+  const route = async (source: WorkloadRequest, at: number) => {
+    const request = opts.prepare(source, `r${nextId++}`);
+    if (request === undefined) {
+      skipped++;
+      schedule(workload.next?.(source, at));
+      return;
     }
-    return specs.map((spec, e) =>
-      trackPending
-        ? { spec, healthy: true, inFlight: inFlight[e], load: scraped[e], pendingPrefillTokens: pending[e] }
-        : { spec, healthy: true, inFlight: inFlight[e], load: scraped[e] },
-    );
-  };
-
-  const route = async (i: number, at: number) => {
-    const request = requests[i];
     const blocks = precise ? request.hashes.map(BigInt) : request.indexHashes;
     if (blocks === undefined) throw new Error(`request ${request.id} has no router block hashes for approximate hashing`);
     const matches = await index.match(blocks);
+    const who = { tenant: REPLAY_TENANT, model };
     const features: RequestFeatures = {
       model,
       endpoint: 'completions',
@@ -199,27 +215,35 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
       exclude: new Set(),
       prefix: { totalBlocks: blocks.length, matches },
       promptTokens: request.promptTokens,
+      outputTokens: placement.expectedOutput(who, undefined),
+      sessionEngine: request.session === undefined ? undefined : sessions.get(request.session),
     };
-    const decision = pipeline.route(features, snapshots(at));
-    if (decision === undefined) throw new Error('the pipeline found no engine: every simulated engine is healthy and serves the model');
-    const e = specs.indexOf(decision.engine.spec);
-    index.recordStored(decision.engine.spec.id, blocks);
-    const held = Math.min(blocks.length, matches.get(decision.engine.spec.id) ?? 0);
-    pendingOf[i] = blocks.length === 0 ? request.promptTokens : Math.round(request.promptTokens * (1 - held / blocks.length));
-    pending[e] += pendingOf[i];
-    const reason = decision.reason ?? 'none';
+    fleet.scrapeIfDue(at);
+    const placed = placement.place(features, { hashes: blocks, promptTokens: request.promptTokens, matches }, who, at);
+    if (placed === undefined) throw new Error('the pipeline found no engine: every simulated engine is healthy and serves the model');
+    const e = fleet.indexOf(placed.engineId);
+    replayed.push(request);
+    const reason = placed.decision.reason ?? 'none';
     reasons[reason] = (reasons[reason] ?? 0) + 1;
-    reasonOf[i] = decision.reason;
-    engineOf[i] = e;
-    arrival[i] = at;
-    byId.set(request.id, i);
+    running.set(request.id, { request, source, engine: e, placed, outcome: outcomes.length, cachedTokens: 0, firstTokenMs: NaN });
+    outcomes.push({
+      arrivalMs: at,
+      engine: e,
+      reason: placed.decision.reason,
+      promptTokens: request.promptTokens,
+      outputTokens: request.outputTokens,
+      cachedTokens: NaN,
+      firstTokenMs: NaN,
+      finishMs: NaN,
+      predictedTtftMs: placed.predictedTtftMs,
+      predictedE2eMs: placed.predictedE2eMs,
+    });
     models[e].submit({ id: request.id, promptTokens: request.promptTokens, outputTokens: request.outputTokens, blockHashes: request.hashes });
-    changeInFlight(e, 1, at);
     if (stepEnds[e] === Infinity) stepEnds[e] = at;
   };
 
   const applyCacheEvents = (e: number, events: readonly CacheEvent[]) => {
-    const id = specs[e].id;
+    const id = fleet.specs[e].id;
     const removed: BlockHash[] = [];
     for (const event of events) {
       if (event.type === 'stored') index.recordStored(id, event.request.blockHashes.slice(event.fromBlock, event.toBlock).map(BigInt));
@@ -229,25 +253,29 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     if (removed.length > 0) index.recordRemoved(id, removed);
   };
 
+  const onFirstToken = (r: Running, atMs: number, cachedTokens: number) => {
+    r.firstTokenMs = atMs;
+    r.cachedTokens = cachedTokens;
+    r.placed.firstToken(atMs);
+    if (r.request.session !== undefined) sessions.set(r.request.session, r.placed.engineId);
+  };
+
+  const onFinished = (r: Running, atMs: number) => {
+    running.delete(r.request.id);
+    r.placed.finish({ atMs, completionTokens: r.request.outputTokens, cachedTokens: r.cachedTokens, streamed: true });
+    outcomes[r.outcome] = { ...outcomes[r.outcome], cachedTokens: r.cachedTokens, firstTokenMs: r.firstTokenMs, finishMs: atMs };
+    finished++;
+    opts.onProgress?.(finished, outcomes.length + arrivals.length);
+    schedule(workload.next?.(r.source, atMs));
+  };
+
   const endStep = (e: number, at: number) => {
     applyCacheEvents(e, inStepCacheEvents[e]);
     inStepCacheEvents[e] = [];
-    const step = inStep[e];
-    if (step !== undefined) {
-      for (const event of step.events) {
-        const i = byId.get(event.id)!;
-        if (event.type === 'first_token') {
-          firstToken[i] = event.atMs;
-          cached[i] = event.cachedTokens;
-          pending[e] -= pendingOf[i];
-        } else if (event.type === 'finished') {
-          finish[i] = event.atMs;
-          byId.delete(event.id);
-          changeInFlight(e, -1, at);
-          finished++;
-          opts.onProgress?.(finished, requests.length);
-        }
-      }
+    for (const event of inStep[e]?.events ?? []) {
+      const r = running.get(event.id)!;
+      if (event.type === 'first_token') onFirstToken(r, event.atMs, event.cachedTokens);
+      else if (event.type === 'finished') onFinished(r, event.atMs);
     }
     const m = models[e];
     if (m.idle) {
@@ -262,9 +290,8 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     stepEnds[e] = at + next.durationMs;
   };
 
-  let nextArrival = 0;
   for (;;) {
-    const arrivalAt = nextArrival < requests.length ? requests[nextArrival].arrivalMs : Infinity;
+    const arrivalAt = arrivals.length > 0 ? arrivals[arrivals.length - 1].timestampMs : Infinity;
     let engine = -1;
     let stepAt = Infinity;
     for (let e = 0; e < n; e++) {
@@ -276,28 +303,17 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     const at = Math.min(arrivalAt, stepAt);
     if (at === Infinity) break;
     while (nextSampleMs <= at) {
-      samples.push({ atMs: nextSampleMs, inFlight: inFlight.slice(), batch: inStep.map((step) => step?.batchSize ?? 0) });
+      samples.push({ atMs: nextSampleMs, inFlight: fleet.specs.map((_, e) => fleet.inFlight(e)), batch: inStep.map((step) => step?.batchSize ?? 0) });
       nextSampleMs += sampleIntervalMs;
     }
+    accumulate(at);
     now = at;
-    if (arrivalAt <= stepAt) await route(nextArrival++, at);
+    if (arrivalAt <= stepAt) await route(arrivals.pop()!, at);
     else endStep(engine, at);
   }
 
   const durationMs = now - first;
-  const meanInFlight = inFlightArea.map((area, e) => (durationMs > 0 ? (area + inFlight[e] * (now - lastChange[e])) / durationMs : 0));
-  const outcomes: RequestOutcome[] = requests.map((r, i) => ({
-    arrivalMs: arrival[i],
-    engine: engineOf[i],
-    reason: reasonOf[i],
-    promptTokens: r.promptTokens,
-    outputTokens: r.outputTokens,
-    cachedTokens: cached[i],
-    firstTokenMs: firstToken[i],
-    finishMs: finish[i],
-    predictedTtftMs: NaN,
-    predictedE2eMs: NaN,
-  }));
+  const meanInFlight = inFlightArea.map((area) => (durationMs > 0 ? area / durationMs : 0));
   return {
     policy: pipeline.name,
     outcomes,
@@ -306,6 +322,8 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     meanInFlight,
     samples,
     reasons,
+    skipped,
+    requests: replayed,
   };
 }
 

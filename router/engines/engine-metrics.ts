@@ -41,6 +41,13 @@ const METRICS: Readonly<Record<EngineKind, KindMetrics>> = {
   },
 };
 
+/**
+ * Prometheus' standard process collector series, the engine process's start in seconds since the epoch: vLLM and
+ * SGLang have it when they serve prometheus_client's default registry (a multiprocess registry may lack it);
+ * llama.cpp never does. Only compared with itself, to notice a restart, so the engine's clock need not agree with ours.
+ */
+const START_TIME = 'process_start_time_seconds';
+
 const WANTED: Readonly<Record<EngineKind, ReadonlySet<string>>> = {
   vllm: wantedNames(METRICS.vllm),
   sglang: wantedNames(METRICS.sglang),
@@ -48,12 +55,13 @@ const WANTED: Readonly<Record<EngineKind, ReadonlySet<string>>> = {
 };
 
 function wantedNames(m: KindMetrics): ReadonlySet<string> {
-  return new Set([m.running, m.waiting, ...m.kvUsage]);
+  return new Set([m.running, m.waiting, ...m.kvUsage, START_TIME]);
 }
 
-/** Sum and number of finite samples seen for one metric name. */
+/** Sum, largest and number of finite samples seen for one metric name. */
 interface Accumulated {
   sum: number;
+  max: number;
   count: number;
 }
 
@@ -66,7 +74,10 @@ interface Accumulated {
  *
  * A metric that is missing, or whose samples are all NaN/Inf, reads as 0. A text with none of the kind's
  * metrics throws: it is not this kind of engine, or metrics are disabled, and the caller must count a failed
- * scrape rather than an idle engine.
+ * scrape rather than an idle engine. The process start time alone does not make a load.
+ *
+ * startedAt is the newest start among the start-time series (one per process that serves them): a restarted
+ * process becomes the newest, so any restart changes it. Absent when the engine does not export it.
  */
 export function parseEngineLoad(kind: EngineKind, text: string, now: number): EngineLoad {
   const metrics = METRICS[kind];
@@ -74,19 +85,22 @@ export function parseEngineLoad(kind: EngineKind, text: string, now: number): En
   for (const family of parsePrometheusTextFormat(keepSamples(text, WANTED[kind]))) {
     let acc = found.get(family.name);
     if (acc === undefined) {
-      acc = { sum: 0, count: 0 };
+      acc = { sum: 0, max: -Infinity, count: 0 };
       found.set(family.name, acc);
     }
     for (const sample of family.metrics) {
       const value = sample.value === undefined ? NaN : Number(sample.value);
       if (Number.isFinite(value)) {
         acc.sum += value;
+        acc.max = Math.max(acc.max, value);
         acc.count++;
       }
     }
   }
-  if (found.size === 0) {
-    throw new Error(`no ${kind} load metrics in /metrics text (expected one of ${[...WANTED[kind]].join(', ')})`);
+  const started = found.get(START_TIME);
+  if (found.size === (started === undefined ? 0 : 1)) {
+    const expected = [...WANTED[kind]].filter((name) => name !== START_TIME);
+    throw new Error(`no ${kind} load metrics in /metrics text (expected one of ${expected.join(', ')})`);
   }
   let kvUsage = 0;
   for (const name of metrics.kvUsage) {
@@ -101,6 +115,7 @@ export function parseEngineLoad(kind: EngineKind, text: string, now: number): En
     waiting: Math.max(0, found.get(metrics.waiting)?.sum ?? 0),
     kvUsage,
     scrapedAt: now,
+    ...(started !== undefined && started.count > 0 ? { startedAt: started.max } : {}),
   };
 }
 

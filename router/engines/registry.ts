@@ -1,6 +1,8 @@
 import type { EngineLoad, EngineSnapshot, EngineSpec } from '../../core/engine.js';
+import { InFlightLoad, type RequestLoad } from '../placement/in-flight-load.js';
 import { EngineClient } from './engine-client.js';
 import { parseEngineLoad } from './engine-metrics.js';
+import { RestartWatch, type RestartReason } from './restart-watch.js';
 
 export interface EngineRegistryOptions {
   readonly healthIntervalMs: number;
@@ -17,6 +19,8 @@ export interface EngineRegistryOptions {
   readonly onLoad?: (id: string) => void;
   /** Called when a scrape fails (transport, status, or no load metrics in the text). Must not throw. */
   readonly onScrapeError?: (id: string, err: Error) => void;
+  /** Called when the engine's process restarted, so its cache is empty (restart-watch.ts says how). Must not throw. */
+  readonly onRestart?: (id: string, why: RestartReason) => void;
   /** Inference connections per engine (EngineClientOptions.connections). */
   readonly connections?: number;
 }
@@ -25,8 +29,7 @@ interface EngineState {
   spec: EngineSpec;
   client: EngineClient;
   healthy: boolean;
-  inFlight: number;
-  pendingPrefillTokens: number;
+  readonly inFlight: InFlightLoad;
   load: EngineLoad | undefined;
   probeFailures: number;
   requestFailures: number;
@@ -34,6 +37,7 @@ interface EngineState {
   ejections: number;
   probing: boolean;
   scraping: boolean;
+  readonly restarts: RestartWatch;
   /** Immutable view of the fields above, rebuilt on each change. */
   snapshot: EngineSnapshot;
 }
@@ -55,6 +59,8 @@ interface EngineState {
  * - Load is scraped only from healthy engines, cleared when an engine turns unhealthy (it may have restarted)
  *   and scraped again as soon as a probe re-admits it. A failed scrape keeps the last load (scrapedAt shows
  *   its age) and never affects health: metrics may simply be disabled on the engine.
+ * - Restarts: onRestart is called when the probes and scrapes show that the engine's process restarted, from
+ *   a changed process start time or from an outage of the process (restart-watch.ts).
  */
 export class EngineRegistry {
   readonly #opts: EngineRegistryOptions;
@@ -119,27 +125,26 @@ export class EngineRegistry {
   // acquire/release/report* ignore unknown ids: an engine removed by setEngines() may still be finishing the
   // requests the proxy sent it, and their completion must not throw.
 
-  /** A request goes to the engine; `prefillTokens` of its prompt are expected to be computed there. */
-  acquire(id: string, prefillTokens = 0): void {
+  /** A request goes to the engine with `load` (router/placement/in-flight-load.ts). */
+  acquire(id: string, load: RequestLoad): void {
     const state = this.#engines.get(id);
     if (state === undefined) return;
-    state.inFlight++;
-    state.pendingPrefillTokens += prefillTokens;
+    state.inFlight.add(load);
     this.#changed(state);
   }
 
   /** The request's prefill is over (its first token came) or will not happen (it failed): no longer queued. */
-  prefillDone(id: string, prefillTokens: number): void {
+  prefillDone(id: string, load: RequestLoad): void {
     const state = this.#engines.get(id);
-    if (state === undefined || prefillTokens === 0) return;
-    state.pendingPrefillTokens = Math.max(0, state.pendingPrefillTokens - prefillTokens);
+    if (state === undefined || load.prefillTokens === 0) return;
+    state.inFlight.prefillDone(load);
     this.#changed(state);
   }
 
-  release(id: string): void {
+  release(id: string, load: RequestLoad): void {
     const state = this.#engines.get(id);
-    if (state === undefined || state.inFlight === 0) return;
-    state.inFlight--;
+    if (state === undefined || state.inFlight.inFlight === 0) return;
+    state.inFlight.remove(load);
     this.#changed(state);
   }
 
@@ -179,8 +184,7 @@ export class EngineRegistry {
         if (state !== undefined) {
           closing.push(state.client);
           // Requests still running at the old url will release against this id: keep counting them.
-          fresh.inFlight = state.inFlight;
-          fresh.pendingPrefillTokens = state.pendingPrefillTokens;
+          fresh.inFlight.copyFrom(state.inFlight);
           fresh.snapshot = freeze(fresh);
         }
         next.set(spec.id, fresh);
@@ -209,15 +213,15 @@ export class EngineRegistry {
       spec,
       client: new EngineClient(spec, this.#clientOptions()),
       healthy: false,
-      inFlight: 0,
-      pendingPrefillTokens: 0,
+      inFlight: new InFlightLoad(),
       load: undefined,
       probeFailures: 0,
       requestFailures: 0,
       ejections: 0,
       probing: false,
       scraping: false,
-      snapshot: { spec, healthy: false, inFlight: 0, pendingPrefillTokens: 0, load: undefined },
+      restarts: new RestartWatch(),
+      snapshot: { spec, healthy: false, inFlight: 0, pendingPrefillTokens: 0, inFlightKvTokens: 0, inFlightOutputTokens: 0, load: undefined },
     };
   }
 
@@ -242,6 +246,10 @@ export class EngineRegistry {
     this.#opts.onHealthChange?.(state.spec.id, healthy);
   }
 
+  #restarted(state: EngineState, why: RestartReason | undefined): void {
+    if (why !== undefined) this.#opts.onRestart?.(state.spec.id, why);
+  }
+
   async #probeAll(): Promise<void> {
     await Promise.allSettled(Array.from(this.#engines.values(), (s) => this.#probe(s)));
   }
@@ -264,12 +272,16 @@ export class EngineRegistry {
     if (!this.#current(state)) return;
     if (!ok) {
       state.probeFailures++;
-      if (state.healthy && state.probeFailures >= this.#probeFailureThreshold) this.#setHealthy(state, false);
+      if (state.probeFailures < this.#probeFailureThreshold) return;
+      state.restarts.probesDown();
+      if (state.healthy) this.#setHealthy(state, false);
       return;
     }
     state.probeFailures = 0;
     if (state.healthy || state.ejections !== ejections) return;
     state.requestFailures = 0;
+    // Before admitting it, so no request is routed on what the engine held before its restart.
+    this.#restarted(state, state.restarts.admitted());
     this.#setHealthy(state, true);
     await this.#scrape(state);
   }
@@ -284,6 +296,7 @@ export class EngineRegistry {
       if (this.#current(state) && state.healthy) {
         state.load = load;
         this.#changed(state);
+        this.#restarted(state, state.restarts.scraped(load.startedAt));
         this.#opts.onLoad?.(state.spec.id);
       }
     } catch (err) {
@@ -295,7 +308,8 @@ export class EngineRegistry {
 }
 
 function freeze(state: EngineState): EngineSnapshot {
-  return { spec: state.spec, healthy: state.healthy, inFlight: state.inFlight, pendingPrefillTokens: state.pendingPrefillTokens, load: state.load };
+  const { inFlight, pendingPrefillTokens, kvTokens, outputTokens } = state.inFlight;
+  return { spec: state.spec, healthy: state.healthy, inFlight, pendingPrefillTokens, inFlightKvTokens: kvTokens, inFlightOutputTokens: outputTokens, load: state.load };
 }
 
 function sameSpec(a: EngineSpec, b: EngineSpec): boolean {

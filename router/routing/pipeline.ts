@@ -1,5 +1,5 @@
 import type { EngineSnapshot } from '../../core/engine.js';
-import { createFilter, createPicker, createScorer, type FilterName, type PluginContext } from './plugins.js';
+import { createFilter, createPicker, createScorer, type FilterName, type PerfSource, type PluginContext, specPerf } from './plugins.js';
 import type { RequestFeatures, RoutingDecision, WeightedScorer } from './types.js';
 
 export type PolicyName =
@@ -8,6 +8,7 @@ export type PolicyName =
   | 'least-request'
   | 'least-kv-cache'
   | 'prefix-cache'
+  | 'prefix-cache-v1'
   | 'aibrix-prefix-cache'
   | 'sglang-cache-aware';
 
@@ -39,15 +40,15 @@ const PRESETS: Readonly<Record<PolicyName, Preset>> = {
   'round-robin': { scorers: [], picker: 'round-robin' },
   'least-request': { scorers: [{ name: 'least-request', weight: 1 }], picker: 'max-score' },
   'least-kv-cache': { scorers: [{ name: 'least-kv-cache', weight: 1 }], picker: 'max-score' },
-  // The prefix-cache scorer carries the load (router/routing/plugins/prefix-cache.ts): its cost is queued work plus
-  // the share of the prompt an engine lacks. A session's engine weighs half as much: with no prefix known it is
-  // kept while it has less than LOCALITY / 2 prompts more queued than the idlest candidate, and an engine the
-  // index shows holding the prompt wins over it. least-request only separates near-ties of cost (within ~1/40 of
-  // LOCALITY): among engines with as much prefill queued, fewer requests decoding means shorter steps.
-  'prefix-cache': {
+  // One scorer: the predicted cost in time of each placement (router/routing/plugins/prefix-cache.ts). Load,
+  // prefix hits, sessions and the engines' speeds all enter it as time, so no other scorer needs to balance it.
+  'prefix-cache': { scorers: [{ name: 'prefix-cache', weight: 1 }], picker: 'max-score' },
+  // The default before the latency model, kept for comparison: queued work plus LOCALITY x the share of the prompt
+  // missing, in prompts (prefix-cache-v1.ts); a session's engine weighs half as much; least-request splits near-ties.
+  'prefix-cache-v1': {
     scorers: [
       { name: 'session', weight: 2 },
-      { name: 'prefix-cache', weight: 4 },
+      { name: 'prefix-cache-v1', weight: 4 },
       { name: 'least-request', weight: 0.1 },
     ],
     picker: 'max-score',
@@ -72,8 +73,8 @@ const DEFAULT_FILTERS: readonly FilterName[] = ['healthy', 'model', 'adapter', '
  * Builds a routing pipeline: filters narrow the engines, weighted scorers score the candidates, a picker
  * chooses. Throws an Error naming any unknown policy or plugin, or an invalid weight.
  */
-export function createPipeline(cfg: RoutingConfig, opts: { rng?: () => number } = {}): RoutingPipeline {
-  const ctx: PluginContext = { rng: opts.rng ?? Math.random };
+export function createPipeline(cfg: RoutingConfig, opts: { rng?: () => number; perf?: PerfSource } = {}): RoutingPipeline {
+  const ctx: PluginContext = { rng: opts.rng ?? Math.random, perf: opts.perf ?? specPerf };
   const policy = cfg.policy ?? DEFAULT_POLICY;
   if (!Object.hasOwn(PRESETS, policy)) {
     throw new Error(`unknown routing policy "${policy}"; known policies: ${POLICY_NAMES.join(', ')}`);

@@ -8,16 +8,26 @@ import { maxScorePicker } from './plugins/max-score.js';
 import { modelFilter } from './plugins/model.js';
 import { poolFilter } from './plugins/pool.js';
 import { prefixCacheScorer } from './plugins/prefix-cache.js';
+import { prefixCacheV1Scorer } from './plugins/prefix-cache-v1.js';
 import { randomPicker } from './plugins/random.js';
 import { roundRobinPicker } from './plugins/round-robin.js';
 import { sessionScorer } from './plugins/session.js';
 import { sglangCacheAwarePicker } from './plugins/sglang-cache-aware.js';
+import { DEFAULT_ENGINE_PERF, type EnginePerf, type EngineSnapshot } from '../../core/engine.js';
 import type { Filter, Picker, Scorer } from './types.js';
+
+/** Where a plugin gets an engine's figures: calibrated in the gateway and the replayer (router/placement/calibration.ts). */
+export type PerfSource = (engine: EngineSnapshot) => EnginePerf;
 
 /** What a plugin factory may use. Randomness is injected so tests and the replayer are deterministic. */
 export interface PluginContext {
   readonly rng: () => number;
+  readonly perf: PerfSource;
 }
+
+/** Without calibration: the engine's configured figures, else the H100 defaults. */
+export const specPerf: PerfSource = (engine) =>
+  engine.spec.perf === undefined ? DEFAULT_ENGINE_PERF : { ...DEFAULT_ENGINE_PERF, ...engine.spec.perf };
 
 // Factories, not instances: a picker may keep state (round-robin's cursor), and each pipeline owns its own.
 const FILTERS = {
@@ -31,7 +41,8 @@ const FILTERS = {
 const SCORERS = {
   'least-request': () => leastRequestScorer,
   'least-kv-cache': () => leastKvCacheScorer,
-  'prefix-cache': () => prefixCacheScorer,
+  'prefix-cache': (ctx: PluginContext) => prefixCacheScorer(ctx),
+  'prefix-cache-v1': () => prefixCacheV1Scorer,
   session: () => sessionScorer,
 } satisfies Record<string, (ctx: PluginContext) => Scorer>;
 

@@ -20,6 +20,8 @@ export interface RequestFeatures {
    * estimate); with engines' pendingPrefillTokens it lets a prefix match be weighed against queued work in tokens.
    */
   readonly promptTokens?: number;
+  /** Output tokens expected (router/placement/output-length.ts): max_tokens capped by what the tenant's requests produce. */
+  readonly outputTokens?: number;
 }
 
 /** Narrows the candidate set. Must return a subset of its input, in the same order. */

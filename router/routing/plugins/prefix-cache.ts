@@ -1,92 +1,95 @@
 import type { EngineSnapshot } from '../../../core/engine.js';
+import { predictLatency, prefillMs, queuedLoad } from '../engine-model.js';
+import type { PluginContext } from '../plugins.js';
 import type { RequestFeatures, Scorer } from '../types.js';
 import { lastCall, matchedBlocks } from './common.js';
-import { queuedWork } from './queued-work.js';
 
 /**
- * prefix-cache scorer: the engine where the request would wait least, counting the part of its prompt the engine
- * would have to compute at LOCALITY times its cost. Per candidate e, in units of the request's own prompt:
+ * prefix-cache scorer: the engine where the request costs least time, its own and everyone's. Per candidate e,
+ * in ms, from the engine model (engine-model.ts) with e's calibrated figures:
  *
- *   m_e      leading blocks of the prompt e holds, of T (request.prefix, from the KV index)
- *   m_maj    the longest match a majority of the candidates hold: the (floor(n / 2) + 1)-th longest m_e
- *   u_e      1 - max(m_e, m_maj) / T    share of the prompt e lacks, counting what most engines hold as held
- *   load_e   queued work on e           pending prefill (+ a little per request in flight) / promptTokens, or
- *                                       requests in flight when the gateway does not count tokens (queued-work.ts)
- *   cost_e   load_e + LOCALITY * u_e
- *   score_e  max(0, 1 - (cost_e - min cost) / LOCALITY)
+ *   cost_e = TTFT_e + decode_e + externality_e + locality_e
  *
- * So the cheapest candidate scores 1, and one whose extra cost equals a whole prompt's locality scores 0; the
- * max-score picker breaks ties at random. How the failure modes reported against peers' policies are avoided:
+ * - TTFT_e: the prefill queued on e, then the part of the prompt e lacks (the index's match), then one step. This
+ *   is what a cached prefix buys.
+ * - decode_e: the request's output at the step time of e's batch with it added. This is what a crowded engine
+ *   costs, and the term whose absence made the shared system prompt a hot spot: there every engine's prefill is
+ *   nearly free, and what differs is how long each of 64 tokens waits for the batch's step.
+ * - externality_e: what the request costs the requests already on e (its prefill stalls their steps, its KV
+ *   lengthens them). Without it the cheapest place for one request can be the worst for the fleet.
+ * - locality_e: a prefix is worth keeping where it lives. Computing on e blocks that another candidate holds makes
+ *   a second copy, which takes KV that other prefixes then lose, and splits the requests that will share it
+ *   between two caches. Valued as LOCALITY_WEIGHT times the prefill time of the duplicated blocks.
  *
- * 1. Hot spot on a shared prefix (one system prompt in every request): only differences of cost count, and a
- *    prefix most candidates hold counts as held by all (m_maj), so it pulls nowhere once it is on most engines,
- *    and the last ones get it by load. Before that, the engines holding it attract requests only until their
- *    queue is LOCALITY x (its share of the prompt) longer than the others'; in-flight requests weigh in that queue
- *    even when their prefill is done, so a decode batch cannot grow without bound behind a cheap cached prefix.
- * 2. Misses piling onto one engine: a miss costs the same LOCALITY everywhere, so the least loaded wins, and
- *    equal loads are a tie the picker breaks at random.
- * 3. One overloaded engine switching affinity off for everyone (AIBrix's and SGLang's guard compares the fleet's
- *    max and min load and, when tripped, sends every request to the least loaded): load enters each candidate's
- *    own cost, so only the busy engine loses its pull; requests whose prefix lives elsewhere keep their affinity.
- * 4. Stale affinity: an engine that evicted the prefix no longer matches in the index (KV events remove it), so
- *    it has no advantage; an unhealthy engine never reaches the scorer (the healthy filter always runs).
- *
- * In-flight and pending tokens are the gateway's own exact, current counts; scraped load is up to an interval old,
- * and a burst of requests sharing a prefix arrives well within one interval.
+ * The score is the cheapest cost over the candidate's (1 for the cheapest, in (0, 1]), so weights against other
+ * scorers mean shares of time. A request's session (request.sessionEngine) marks its engine as holding at least
+ * what any candidate holds, and half the prompt when the index knows nothing (after a restart, or another
+ * replica's session): a conversation's history is most of its prompt.
  */
 
 /**
- * A prompt computed on an engine that does not hold it costs LOCALITY times its own prefill. More than 1 because
- * placing a prefix also decides where the next requests sharing it hit: a conversation split over two engines
- * recomputes its history on both. Measured with the replayer, 4 engines (bench/replay/README.md): on the Mooncake
- * trace at rate x1.6, 2 and 4 lose hits to load-driven moves (18.4% and 19.5-19.9% of prompt tokens against 20.3%,
- * the perfect-partitioning reference being 21.6%) and have a higher p99 TTFT; 16 hits as often but lets the
- * engines holding a shared system prompt queue up (one runs 1.7x the mean of requests in flight on the
- * shared-system-prompt trace).
+ * Weight of the prefill time of the blocks a placement would duplicate. 1 means a copy costs once more what it
+ * costs to make: the capacity it takes from other prefixes and the hits it splits are about worth one
+ * recomputation in the replays that tuned it (bench/replay/README.md).
  */
-export const LOCALITY = 8;
+export const LOCALITY_WEIGHT = 1;
 
 interface Costs {
-  readonly cost: number[];
-  /** max(m_e, m_maj) per candidate, and m_maj. */
-  readonly held: number[];
-  readonly majority: number;
+  readonly cost: Float64Array;
+  readonly held: Float64Array;
   readonly minCost: number;
+  readonly mostHeld: number;
 }
 
-// Remembered for explain(), which follows score() in the same decision.
-const costs = lastCall((request: RequestFeatures, engines: readonly EngineSnapshot[]): Costs => {
-  const total = request.prefix?.totalBlocks ?? 0;
-  const load = queuedWork(request, engines);
-  const held = engines.map((e) => matchedBlocks(request, e.spec.id));
-  // Blocks a majority of the candidates hold: the (floor(n / 2) + 1)-th longest match.
-  const majority = [...held].sort((a, b) => b - a)[Math.floor(engines.length / 2)];
-  let minCost = Infinity;
-  const effective = held.map((m) => Math.max(m, majority));
-  const cost = engines.map((_, i) => {
-    const c = load[i] + LOCALITY * (total === 0 ? 1 : 1 - effective[i] / total);
-    if (c < minCost) minCost = c;
-    return c;
+export function prefixCacheScorer(ctx: PluginContext): Scorer {
+  const costs = lastCall((request: RequestFeatures, engines: readonly EngineSnapshot[]): Costs => {
+    const n = engines.length;
+    const total = request.prefix?.totalBlocks ?? 0;
+    const promptTokens = request.promptTokens ?? 0;
+    const outputTokens = request.outputTokens ?? 1;
+    const held = new Float64Array(n);
+    let mostHeld = 0;
+    for (let i = 0; i < n; i++) {
+      held[i] = matchedBlocks(request, engines[i].spec.id);
+      if (held[i] > mostHeld) mostHeld = held[i];
+    }
+    if (request.sessionEngine !== undefined) {
+      const at = engines.findIndex((e) => e.spec.id === request.sessionEngine);
+      if (at >= 0) {
+        held[at] = Math.max(held[at], mostHeld, Math.floor(total / 2));
+        mostHeld = Math.max(mostHeld, held[at]);
+      }
+    }
+    const cost = new Float64Array(n);
+    let minCost = Infinity;
+    for (let i = 0; i < n; i++) {
+      const perf = ctx.perf(engines[i]);
+      const missing = total === 0 ? 1 : 1 - held[i] / total;
+      const duplicated = total === 0 ? 0 : (mostHeld - held[i]) / total;
+      const p = predictLatency(perf, queuedLoad(engines[i]), { promptTokens, uncachedTokens: promptTokens * missing, outputTokens });
+      cost[i] = p.ttftMs + p.decodeMs + p.externalityMs + LOCALITY_WEIGHT * prefillMs(perf, promptTokens * duplicated);
+      if (cost[i] < minCost) minCost = cost[i];
+    }
+    return { cost, held, minCost, mostHeld };
   });
-  return { cost, held: effective, majority, minCost };
-});
 
-export const prefixCacheScorer: Scorer = {
-  name: 'prefix-cache',
-  score: (request, engines) => {
-    const { cost, minCost } = costs(request, engines);
-    return cost.map((c) => Math.max(0, 1 - (c - minCost) / LOCALITY));
-  },
-  /**
-   * `prefix-hit`: the chosen engine holds the longest match, longer than what most candidates hold;
-   * `prefix-overloaded`: another candidate held more of the prompt but was too busy for it to pay;
-   * `prefix-shared`: no candidate held more than most do, and most hold part of the prompt, so load decided;
-   * `miss-least-loaded`: no candidate held more than most do, and most hold nothing, so load decided.
-   */
-  explain: (request, engines, chosen) => {
-    const { held, majority } = costs(request, engines);
-    const most = Math.max(...held);
-    if (most === majority) return majority > 0 ? 'prefix-shared' : 'miss-least-loaded';
-    return held[engines.indexOf(chosen)] === most ? 'prefix-hit' : 'prefix-overloaded';
-  },
-};
+  return {
+    name: 'prefix-cache',
+    score: (request, engines) => {
+      const { cost, minCost } = costs(request, engines);
+      return Array.from(cost, (c) => (c > 0 ? minCost / c : 1));
+    },
+    /**
+     * `prefix-hit`: the chosen engine holds the longest match, longer than some other candidate's;
+     * `prefix-overloaded`: another candidate held more of the prompt but would have cost more time;
+     * `prefix-shared`: every candidate holds as much, so load decided;
+     * `miss-least-loaded`: no candidate holds any of it, so load decided.
+     */
+    explain: (request, engines, chosen) => {
+      const { held, mostHeld } = costs(request, engines);
+      if (mostHeld === 0) return 'miss-least-loaded';
+      if (held[engines.indexOf(chosen)] < mostHeld) return 'prefix-overloaded';
+      return held.every((h) => h === mostHeld) ? 'prefix-shared' : 'prefix-hit';
+    },
+  };
+}

@@ -1,7 +1,7 @@
 import type { EngineSnapshot } from '../../../core/engine.js';
 import type { RequestFeatures, Scorer } from '../types.js';
 import { lastCall } from './common.js';
-import { LOCALITY } from './prefix-cache.js';
+import { LOCALITY } from './prefix-cache-v1.js';
 import { queuedWork } from './queued-work.js';
 
 /**

@@ -1,0 +1,76 @@
+import type { EnginePerf, EngineSnapshot } from '../../core/engine.js';
+
+/**
+ * What placing one request on one engine costs in time, from a model of a continuous-batching engine (vLLM V1,
+ * SGLang: chunked prefill first come first served, every decode step reads the whole batch's KV). The model is
+ * engine-sim's timing model reduced to what the gateway knows: step(kv) = decodeBaseMs + decodeMsPer1kKvTokens x
+ * kv / 1000, prefill at prefillTokensPerSec. All times in ms.
+ */
+
+/** The request as the cost model sees it. */
+export interface RequestShape {
+  /** The whole prompt, tokens. */
+  readonly promptTokens: number;
+  /** The part of it the engine would have to compute: the prompt less the prefix it holds. */
+  readonly uncachedTokens: number;
+  /** Output tokens expected (router/placement/output-length.ts). */
+  readonly outputTokens: number;
+}
+
+/** What the gateway knows of the work on an engine (EngineSnapshot's exact counts, 0 where not tracked). */
+export interface QueuedLoad {
+  readonly inFlight: number;
+  readonly pendingPrefillTokens: number;
+  readonly kvTokens: number;
+  readonly outputTokens: number;
+}
+
+export interface LatencyPrediction {
+  /** Queued prefill ahead of the request, then its own uncached prompt, then the step that samples its first token. */
+  readonly ttftMs: number;
+  /** Its tokens after the first, each one step of the batch it joins, with its own KV in that batch. */
+  readonly decodeMs: number;
+  /** Time it adds to the requests already on the engine: its prefill stalls their steps, its KV lengthens them. */
+  readonly externalityMs: number;
+}
+
+export function queuedLoad(engine: EngineSnapshot): QueuedLoad {
+  return {
+    inFlight: engine.inFlight,
+    pendingPrefillTokens: engine.pendingPrefillTokens ?? 0,
+    kvTokens: engine.inFlightKvTokens ?? 0,
+    outputTokens: engine.inFlightOutputTokens ?? 0,
+  };
+}
+
+export function stepMs(perf: EnginePerf, kvTokens: number): number {
+  return perf.decodeBaseMs + (perf.decodeMsPer1kKvTokens * kvTokens) / 1000;
+}
+
+export function prefillMs(perf: EnginePerf, tokens: number): number {
+  return (1000 * tokens) / perf.prefillTokensPerSec;
+}
+
+/**
+ * The three times placing `request` on an engine with `load` and `perf` costs:
+ *
+ * - TTFT: prefill is scheduled first come first served, so the request waits for the prefill queued ahead of it
+ *   (the gateway's exact pending-prefill count), then computes its uncached tokens, and samples its first token at
+ *   the end of a step that reads the batch's KV.
+ * - Decode: each later token is one step of the batch it joins: the KV in flight plus its own mean context (its
+ *   prompt and half its output). This is the term that keeps a shared prefix from becoming a hot spot: a cached
+ *   prompt prefills in no time, but on a crowded engine every one of its tokens waits for a longer step.
+ * - Externality: what the others on the engine lose. While it prefills, each request in flight waits for its
+ *   chunks (chunked prefill shares their steps); while it decodes, its KV lengthens every step they share with it,
+ *   for the tokens they still have to generate (half their expected output, on average over their lives), capped
+ *   by its own output length. A scheduler that ignores this favours whoever arrives, at everyone else's expense.
+ */
+export function predictLatency(perf: EnginePerf, load: QueuedLoad, request: RequestShape): LatencyPrediction {
+  const ownKv = request.promptTokens + request.outputTokens / 2;
+  const ttftMs = prefillMs(perf, load.pendingPrefillTokens + request.uncachedTokens) + stepMs(perf, load.kvTokens + request.promptTokens);
+  const decodeMs = Math.max(0, request.outputTokens - 1) * stepMs(perf, load.kvTokens + ownKv);
+  const sharedSteps = Math.min(load.inFlight * request.outputTokens, load.outputTokens / 2);
+  const externalityMs =
+    load.inFlight * prefillMs(perf, request.uncachedTokens) + ((perf.decodeMsPer1kKvTokens * ownKv) / 1000) * sharedSteps;
+  return { ttftMs, decodeMs, externalityMs };
+}
