@@ -29,6 +29,12 @@ export interface PrefixIndex {
   clearEngine(engineId: string): void;
   /** Sets how many blocks the engine can hold; beyond it the oldest are forgotten. */
   setCapacity(engineId: string, blocks: number): void;
+  /**
+   * The share of the engine's capacity the index believes in use, 0 to 1; 0 while its capacity is unknown. Routing
+   * weighs a prefix copy by it: on an engine whose cache is full, a copy evicts prefixes others would hit.
+   * May be up to a second old (the Redis index reads it in the background); never blocks.
+   */
+  fill(engineId: string): number;
   /** Writes out anything batched, then releases connections. */
   close(): Promise<void>;
 }

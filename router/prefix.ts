@@ -99,6 +99,10 @@ export class PrefixTracker {
     if (hashes.length > 0) this.#index.recordRemoved(engineId, hashes);
   }
 
+  fill(engineId: string): number {
+    return this.#index.fill(engineId);
+  }
+
   get blockTokens(): number {
     return this.#blockSize;
   }

@@ -118,8 +118,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     adaptersResident: () => adapters?.residentPerEngine() ?? new Map(),
   });
   const calibration = new Calibration(config.routing.engineModel);
-  const pipeline = routingPipeline(config, calibration);
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
+  const pipeline = routingPipeline(config, calibration, prefix);
   prefix?.setEngines(engines);
   const placement = new Placement({
     pipeline,
@@ -429,9 +429,9 @@ async function placementsByAdapter(state: AdapterStateStore): Promise<Map<string
   return out;
 }
 
-function routingPipeline(config: Config, calibration: Calibration): RoutingPipeline {
+function routingPipeline(config: Config, calibration: Calibration, prefix: PrefixTracker | undefined): RoutingPipeline {
   try {
-    return createPipeline(config.routing, { perf: (engine) => calibration.perf(engine.spec) });
+    return createPipeline(config.routing, { perf: (engine) => calibration.perf(engine.spec), cacheFill: (engine) => prefix?.fill(engine.spec.id) ?? 0 });
   } catch (err) {
     throw new ConfigError('routing', [`routing: ${(err as Error).message}`]);
   }

@@ -73,7 +73,7 @@ export async function runReplay(opts: ReplayOptions): Promise<ReplayReport & { s
       workload: opts.workload,
       prepare,
       engines: opts.engines,
-      pipeline: (perf) => createPipeline(routing, { rng: createRng(opts.seed ?? 1), perf }),
+      pipeline: (sources) => createPipeline(routing, { rng: createRng(opts.seed ?? 1), ...sources }),
       index,
       indexBlockTokens: INDEX_BLOCK_TOKENS,
       timing,

@@ -4,7 +4,7 @@ import { Calibration } from '../../router/placement/calibration.js';
 import { OutputLengths } from '../../router/placement/output-length.js';
 import { type PlacedRequest, Placement } from '../../router/placement/place.js';
 import type { RoutingPipeline } from '../../router/routing/pipeline.js';
-import type { PerfSource } from '../../router/routing/plugins.js';
+import type { EngineSources } from '../../router/routing/plugins.js';
 import type { RequestFeatures } from '../../router/routing/types.js';
 import { SimulatedFleet } from './fleet.js';
 import type { Workload, WorkloadRequest } from './workload.js';
@@ -63,8 +63,8 @@ export interface SimulationOptions {
    */
   readonly prepare: (request: WorkloadRequest, id: string) => ReplayRequest | undefined;
   readonly engines: number;
-  /** Builds the policy over the engines' calibrated figures, as the gateway does. */
-  readonly pipeline: (perf: PerfSource) => RoutingPipeline;
+  /** Builds the policy over the engines' calibrated figures and the index's fills, as the gateway does. */
+  readonly pipeline: (sources: EngineSources) => RoutingPipeline;
   /** Starts empty; the simulation sets each engine's capacity. */
   readonly index: PrefixIndex;
   /** Default `approximate`. */
@@ -160,7 +160,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
   const blockTokens = precise ? blockSize : opts.indexBlockTokens;
   for (const spec of fleet.specs) index.setCapacity(spec.id, Math.floor(kvCapacityTokens / blockTokens));
   const calibration = new Calibration(models[0].params);
-  const pipeline = opts.pipeline((engine) => calibration.perf(engine.spec));
+  const pipeline = opts.pipeline({ perf: (engine) => calibration.perf(engine.spec), cacheFill: (engine) => index.fill(engine.spec.id) });
   const placement = new Placement({ pipeline, fleet, index, calibration, outputs: new OutputLengths(), blockTokens });
   const sessions = new Map<string, string>();
 

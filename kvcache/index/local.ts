@@ -145,6 +145,12 @@ export class LocalPrefixIndex implements PrefixIndex {
     if (slot !== undefined) this.trim(this.engines[slot]!, 0);
   }
 
+  fill(engineId: string): number {
+    const slot = this.engineSlots.get(engineId);
+    const engine = slot === undefined ? undefined : this.engines[slot]!;
+    return engine === undefined || engine.capacity === Infinity || engine.capacity === 0 ? 0 : engine.count / engine.capacity;
+  }
+
   setCapacity(engineId: string, blocks: number): void {
     requireCapacity(blocks);
     const engine = this.engines[this.engineSlot(engineId)]!;

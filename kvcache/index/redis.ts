@@ -62,6 +62,9 @@ type Op = 's' | 'r' | 'c' | 'k';
 
 const consoleLogger: IndexLogger = { warn: (details, message) => console.warn(message, details) };
 
+/** How old an engine's fill may get before it is read again. */
+const FILL_REFRESH_MS = 1000;
+
 export class RedisPrefixIndex implements PrefixIndex {
   readonly keyPrefix: string;
   /** The bound on entries, from maxEntries and maxBytes. */
@@ -78,6 +81,7 @@ export class RedisPrefixIndex implements PrefixIndex {
   private inFlight: Promise<void> | undefined;
   private closed = false;
   private failedWrites = 0;
+  private readonly fills = new Map<string, { value: number; readAt: number }>();
   private dropped = 0;
 
   constructor(options: RedisPrefixIndexOptions) {
@@ -127,6 +131,26 @@ export class RedisPrefixIndex implements PrefixIndex {
   setCapacity(engineId: string, blocks: number): void {
     requireCapacity(blocks);
     this.enqueue('k', engineId, String(blocks), 1);
+  }
+
+  fill(engineId: string): number {
+    const known = this.fills.get(engineId);
+    const now = performance.now();
+    if (known === undefined || now - known.readAt > FILL_REFRESH_MS) {
+      this.fills.set(engineId, { value: known?.value ?? 0, readAt: now });
+      void this.readFill(engineId);
+    }
+    return known?.value ?? 0;
+  }
+
+  private async readFill(engineId: string): Promise<void> {
+    try {
+      const [count, capacity] = await Promise.all([this.client.zcard(`${this.keyPrefix}e:${engineId}`), this.client.hget(`${this.keyPrefix}cap`, engineId)]);
+      const blocks = capacity === null ? 0 : Number(capacity);
+      this.fills.set(engineId, { value: blocks > 0 ? Math.min(1, count / blocks) : 0, readAt: performance.now() });
+    } catch {
+      // A hint: the last value stands until Redis answers again.
+    }
   }
 
   /** Sends everything recorded so far; resolves when Redis has it (or the attempt failed and was counted). */

@@ -1,5 +1,5 @@
 import type { EngineSnapshot } from '../../core/engine.js';
-import { createFilter, createPicker, createScorer, type FilterName, type PerfSource, type PluginContext, specPerf } from './plugins.js';
+import { createFilter, createPicker, createScorer, type EngineSources, type FilterName, noCacheFill, type PluginContext, specPerf } from './plugins.js';
 import type { RequestFeatures, RoutingDecision, WeightedScorer } from './types.js';
 
 export type PolicyName =
@@ -61,9 +61,8 @@ const PRESETS: Readonly<Record<PolicyName, Preset>> = {
 /** Known policy names, for the config schema. */
 export const POLICY_NAMES = Object.keys(PRESETS) as readonly PolicyName[];
 
-// Without prefix or session features (the gateway did not compute them) prefix-cache routes by the gateway's own
-// load counts (queued prefill tokens, else requests in flight): nothing scraped needed, reacts to bursts at once.
-// With them it keeps each prompt's KV cache in use.
+// Without prefix features (the gateway did not compute them) prefix-cache still predicts each engine's latency from
+// the gateway's own exact counts of its work: nothing scraped needed, reacts to bursts at once.
 const DEFAULT_POLICY: PolicyName = 'prefix-cache';
 
 /** Filters no configuration can remove: routing to a dead engine or one without the model is never right. */
@@ -73,8 +72,8 @@ const DEFAULT_FILTERS: readonly FilterName[] = ['healthy', 'model', 'adapter', '
  * Builds a routing pipeline: filters narrow the engines, weighted scorers score the candidates, a picker
  * chooses. Throws an Error naming any unknown policy or plugin, or an invalid weight.
  */
-export function createPipeline(cfg: RoutingConfig, opts: { rng?: () => number; perf?: PerfSource } = {}): RoutingPipeline {
-  const ctx: PluginContext = { rng: opts.rng ?? Math.random, perf: opts.perf ?? specPerf };
+export function createPipeline(cfg: RoutingConfig, opts: { rng?: () => number } & Partial<EngineSources> = {}): RoutingPipeline {
+  const ctx: PluginContext = { rng: opts.rng ?? Math.random, perf: opts.perf ?? specPerf, cacheFill: opts.cacheFill ?? noCacheFill };
   const policy = cfg.policy ?? DEFAULT_POLICY;
   if (!Object.hasOwn(PRESETS, policy)) {
     throw new Error(`unknown routing policy "${policy}"; known policies: ${POLICY_NAMES.join(', ')}`);

@@ -19,11 +19,20 @@ import type { Filter, Picker, Scorer } from './types.js';
 /** Where a plugin gets an engine's figures: calibrated in the gateway and the replayer (router/placement/calibration.ts). */
 export type PerfSource = (engine: EngineSnapshot) => EnginePerf;
 
-/** What a plugin factory may use. Randomness is injected so tests and the replayer are deterministic. */
-export interface PluginContext {
-  readonly rng: () => number;
+/** What a plugin may know of an engine beyond its snapshot: the gateway's and the replayer's own models of it. */
+export interface EngineSources {
   readonly perf: PerfSource;
+  /** How full the prefix index believes the engine's cache is, 0 to 1 (PrefixIndex.fill). */
+  readonly cacheFill: (engine: EngineSnapshot) => number;
 }
+
+/** What a plugin factory may use. Randomness is injected so tests and the replayer are deterministic. */
+export interface PluginContext extends EngineSources {
+  readonly rng: () => number;
+}
+
+/** Without an index, no engine's cache counts as full. */
+export const noCacheFill = (): number => 0;
 
 /** Without calibration: the engine's configured figures, else the H100 defaults. */
 export const specPerf: PerfSource = (engine) =>

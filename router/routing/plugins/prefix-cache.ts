@@ -8,7 +8,7 @@ import { lastCall, matchedBlocks } from './common.js';
  * prefix-cache scorer: the engine where the request costs least time, its own and everyone's. Per candidate e,
  * in ms, from the engine model (engine-model.ts) with e's calibrated figures:
  *
- *   cost_e = TTFT_e + decode_e + externality_e + locality_e
+ *   cost_e = TTFT_WEIGHT x TTFT_e + decode_e + externality_e + locality_e
  *
  * - TTFT_e: the prefill queued on e, then the part of the prompt e lacks (the index's match), then one step. This
  *   is what a cached prefix buys.
@@ -18,8 +18,10 @@ import { lastCall, matchedBlocks } from './common.js';
  * - externality_e: what the request costs the requests already on e (its prefill stalls their steps, its KV
  *   lengthens them). Without it the cheapest place for one request can be the worst for the fleet.
  * - locality_e: a prefix is worth keeping where it lives. Computing on e blocks that another candidate holds makes
- *   a second copy, which takes KV that other prefixes then lose, and splits the requests that will share it
- *   between two caches. Valued as LOCALITY_WEIGHT times the prefill time of the duplicated blocks.
+ *   a second copy, which takes KV that other prefixes then lose. Valued as the prefill time of the duplicated
+ *   blocks times a weight that grows with how full e's cache is (the index's fill): on an engine with room, a copy
+ *   of a shared system prompt costs nothing later and load decides; on a full one it evicts prefixes that later
+ *   requests would have hit.
  *
  * The score is the cheapest cost over the candidate's (1 for the cheapest, in (0, 1]), so weights against other
  * scorers mean shares of time. A request's session (request.sessionEngine) marks its engine as holding at least
@@ -28,11 +30,20 @@ import { lastCall, matchedBlocks } from './common.js';
  */
 
 /**
- * Weight of the prefill time of the blocks a placement would duplicate. 1 means a copy costs once more what it
- * costs to make: the capacity it takes from other prefixes and the hits it splits are about worth one
- * recomputation in the replays that tuned it (bench/replay/README.md).
+ * A ms of TTFT counts this many ms of decode or of others' time: a streaming user waits on the first token with
+ * nothing to read, and the decode and externality terms must not trade a long wait for it against a slightly
+ * shorter stream. Tuned in the replayer (bench/replay/README.md).
  */
-export const LOCALITY_WEIGHT = 1;
+export const TTFT_WEIGHT = 2;
+
+/**
+ * Weight of the prefill time of the blocks a placement would duplicate, on an empty cache and on a full one (the
+ * index's fill of the engine, linearly between). Empty: a copy costs once what it costs to make, so a shared
+ * system prompt spreads by load. Full: every block of a copy evicts a block of a prefix that later requests would
+ * have hit, and with a working set larger than the caches (the Mooncake trace) each such block is computed many
+ * times over; 16 keeps that trace's hit ratio within a few percent of perfect partitioning.
+ */
+export const LOCALITY_WEIGHT = { empty: 1, full: 16 } as const;
 
 interface Costs {
   readonly cost: Float64Array;
@@ -67,7 +78,8 @@ export function prefixCacheScorer(ctx: PluginContext): Scorer {
       const missing = total === 0 ? 1 : 1 - held[i] / total;
       const duplicated = total === 0 ? 0 : (mostHeld - held[i]) / total;
       const p = predictLatency(perf, queuedLoad(engines[i]), { promptTokens, uncachedTokens: promptTokens * missing, outputTokens });
-      cost[i] = p.ttftMs + p.decodeMs + p.externalityMs + LOCALITY_WEIGHT * prefillMs(perf, promptTokens * duplicated);
+      const locality = LOCALITY_WEIGHT.empty + (LOCALITY_WEIGHT.full - LOCALITY_WEIGHT.empty) * ctx.cacheFill(engines[i]);
+      cost[i] = TTFT_WEIGHT * p.ttftMs + p.decodeMs + p.externalityMs + locality * prefillMs(perf, promptTokens * duplicated);
       if (cost[i] < minCost) minCost = cost[i];
     }
     return { cost, held, minCost, mostHeld };
