@@ -1,3 +1,4 @@
+import { NO_LOAD } from '../../../router/placement/in-flight-load.js';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { EngineSpec } from '../../../core/engine.js';
 import { servedModels } from '../../../router/engines/models.js';
@@ -184,19 +185,19 @@ describe('EngineRegistry', () => {
 
     const first = r.snapshot();
     expect(r.snapshot()).toBe(first);
-    r.acquire('e');
-    r.acquire('e');
+    r.acquire('e', NO_LOAD);
+    r.acquire('e', NO_LOAD);
     const second = r.snapshot();
     expect(second).not.toBe(first);
     expect(second[0].inFlight).toBe(2);
     expect(first[0].inFlight).toBe(0);
-    r.release('e');
-    r.release('e');
-    r.release('e');
+    r.release('e', NO_LOAD);
+    r.release('e', NO_LOAD);
+    r.release('e', NO_LOAD);
     expect(r.snapshot()[0].inFlight).toBe(0);
     expect(second[0].inFlight).toBe(2);
     // Unknown ids are ignored: the engine may have been removed while its requests finish.
-    expect(() => r.release('gone')).not.toThrow();
+    expect(() => r.release('gone', NO_LOAD)).not.toThrow();
     expect(() => r.client('gone')).toThrow('unknown engine "gone"');
   });
 
@@ -206,7 +207,7 @@ describe('EngineRegistry', () => {
     const { registry: r } = registry([spec('a', a)]);
     await r.start();
     const clientA = r.client('a');
-    r.acquire('a');
+    r.acquire('a', NO_LOAD);
 
     await r.setEngines([spec('a', a), spec('b', b, ['qwen'])]);
     expect(r.client('a')).toBe(clientA);
@@ -219,7 +220,7 @@ describe('EngineRegistry', () => {
     expect(() => r.client('a')).toThrow(/unknown engine/);
     expect(clientA.pool.closed).toBe(true);
     expect(servedModels(r.snapshot())).toEqual(['qwen']);
-    expect(() => r.release('a')).not.toThrow();
+    expect(() => r.release('a', NO_LOAD)).not.toThrow();
 
     await expect(r.setEngines([spec('b', b), spec('b', a)])).rejects.toThrow('duplicate engine id "b"');
   });
@@ -247,14 +248,15 @@ describe('EngineRegistry', () => {
     const moved = await fake();
     const { registry: r } = registry([spec('a', a)], { healthIntervalMs: 60_000, scrapeIntervalMs: 60_000 });
     await r.start();
-    r.acquire('a', 300);
-    r.acquire('a', 200);
+    const load = (prefillTokens: number) => ({ prefillTokens, kvTokens: prefillTokens + 50, outputTokens: 100 });
+    r.acquire('a', load(300));
+    r.acquire('a', load(200));
     await r.setEngines([spec('a', moved)]);
-    expect(byId(r, 'a')).toMatchObject({ inFlight: 2, pendingPrefillTokens: 500 });
-    r.acquire('a', 100);
-    r.prefillDone('a', 300);
-    r.release('a');
-    expect(byId(r, 'a')).toMatchObject({ inFlight: 2, pendingPrefillTokens: 300 });
+    expect(byId(r, 'a')).toMatchObject({ inFlight: 2, pendingPrefillTokens: 500, inFlightKvTokens: 600, inFlightOutputTokens: 200 });
+    r.acquire('a', load(100));
+    r.prefillDone('a', load(300));
+    r.release('a', load(300));
+    expect(byId(r, 'a')).toMatchObject({ inFlight: 2, pendingPrefillTokens: 300, inFlightKvTokens: 400, inFlightOutputTokens: 200 });
   });
 
   it('serves the models of healthy engines only', async () => {

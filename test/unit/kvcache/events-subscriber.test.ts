@@ -26,6 +26,9 @@ class RecordingIndex implements PrefixIndex {
     this.calls.push(['cleared', engineId]);
   }
   setCapacity(): void {}
+  fill(): number {
+    return 0;
+  }
   async close(): Promise<void> {}
 }
 

@@ -10,12 +10,13 @@ describe('routing pipeline', () => {
       'least-kv-cache',
       'least-request',
       'prefix-cache',
+      'prefix-cache-v1',
       'random',
       'round-robin',
       'sglang-cache-aware',
     ]);
     expect([...FILTER_NAMES].sort()).toEqual(['adapter', 'exclude', 'healthy', 'model', 'pool']);
-    expect([...SCORER_NAMES].sort()).toEqual(['least-kv-cache', 'least-request', 'prefix-cache', 'session']);
+    expect([...SCORER_NAMES].sort()).toEqual(['least-kv-cache', 'least-request', 'prefix-cache', 'prefix-cache-v1', 'session']);
     expect([...PICKER_NAMES].sort()).toEqual(['aibrix-prefix-cache', 'max-score', 'random', 'round-robin', 'sglang-cache-aware']);
   });
 
@@ -55,7 +56,7 @@ describe('routing pipeline', () => {
     expect(picks).toEqual(['a', 'b', 'c', 'a', 'b', 'c']);
   });
 
-  it('defaults to prefix-cache, which without prefix or session features is least-request', () => {
+  it('defaults to prefix-cache, which without prefix or session features prefers the engine with less work', () => {
     const pipeline = createPipeline({});
     expect(pipeline.name).toBe('prefix-cache');
     expect(pipeline.route(request(), [engine('a', { inFlight: 2 }), engine('b')])?.engine.spec.id).toBe('b');

@@ -5,7 +5,7 @@ import { SESSION_OVERLOAD, sessionScorer } from '../../../router/routing/plugins
 import { engine, prefix, request } from './fixtures.js';
 
 const route = (...args: Parameters<ReturnType<typeof createPipeline>['route']>) =>
-  createPipeline({ policy: 'prefix-cache' }, { rng: createRng(3) }).route(...args)!;
+  createPipeline({ policy: 'prefix-cache-v1' }, { rng: createRng(3) }).route(...args)!;
 
 describe('session scorer', () => {
   it("scores 1 on the session's engine and 0 elsewhere, 0 everywhere without a session", () => {

@@ -3,7 +3,7 @@ import type { EngineSnapshot } from '../../../core/engine.js';
 import { createRng } from '../../../core/hash.js';
 import { LocalPrefixIndex } from '../../../kvcache/index/local.js';
 import { createPipeline } from '../../../router/routing/pipeline.js';
-import { LOCALITY, prefixCacheScorer } from '../../../router/routing/plugins/prefix-cache.js';
+import { LOCALITY, prefixCacheV1Scorer as prefixCacheScorer } from '../../../router/routing/plugins/prefix-cache-v1.js';
 import { IN_FLIGHT_TOKENS } from '../../../router/routing/plugins/queued-work.js';
 import type { RequestFeatures } from '../../../router/routing/types.js';
 import { engine, prefix, request } from './fixtures.js';
@@ -18,7 +18,7 @@ function burst(
   opts: { pendingPrefillTokens?: number } = {},
   ids = ['a', 'b', 'c', 'd'],
 ) {
-  const pipeline = createPipeline({ policy: 'prefix-cache' }, { rng: createRng(7) });
+  const pipeline = createPipeline({ policy: 'prefix-cache-v1' }, { rng: createRng(7) });
   const inFlight = new Map(ids.map((id) => [id, 0]));
   const holders = new Set<string>();
   const reasons: string[] = [];
@@ -36,9 +36,9 @@ function burst(
 }
 
 const routeOnce = (req: RequestFeatures, engines: EngineSnapshot[], seed = 1) =>
-  createPipeline({ policy: 'prefix-cache' }, { rng: createRng(seed) }).route(req, engines)!;
+  createPipeline({ policy: 'prefix-cache-v1' }, { rng: createRng(seed) }).route(req, engines)!;
 
-describe('prefix-cache scorer', () => {
+describe('prefix-cache-v1 scorer', () => {
   it('scores 1 - (cost - min cost) / LOCALITY, cost = queued work + LOCALITY x share of the prompt missing', () => {
     // a holds the whole prompt, b half, c nothing and has 4 requests in flight: costs 0, LOCALITY / 2, 4 + LOCALITY.
     const scores = prefixCacheScorer.score(request({ prefix: prefix(10, { a: 10, b: 5 }) }), [
