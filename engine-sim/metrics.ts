@@ -51,6 +51,16 @@ export function createSimMetrics({ modelName, timing, maxLoras }: MetricsSources
   gauge('vllm:num_requests_waiting', 'Number of requests waiting to be processed.', () => timing.numWaiting);
   gauge('vllm:kv_cache_usage_perc', 'KV-cache usage. 1 means 100 percent usage.', () => timing.kvUsage);
 
+  // prometheus_client's process collector series, as vLLM serves it: unlabelled, with sub-second precision. Each sim
+  // is one simulated engine process, started (with an empty cache) when it is created, even when several share a
+  // Node process in dev mode; the gateway reads a change of this value as a restart.
+  const startedAt = Date.now() / 1000;
+  new Gauge({
+    name: 'process_start_time_seconds',
+    help: 'Start time of the process since unix epoch in seconds.',
+    registers: [registry],
+  }).set(startedAt);
+
   // Counters mirror the model's running totals: each scrape adds what accrued since the previous one.
   const counter = (name: string, help: string, read: () => number): void => {
     let reported = 0;

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type RunningSim, startSim } from '../../engine-sim/server.js';
+import { parseEngineLoad } from '../../router/engines/engine-metrics.js';
 import { tokenize } from '../../kvcache/tokenizers/approximate.js';
 
 const MODEL = 'meta-llama/Llama-3.1-8B-Instruct';
@@ -385,6 +386,21 @@ describe('engine-sim over HTTP', () => {
       const usage = metricValue(text, 'vllm:kv_cache_usage_perc', label)!;
       expect(usage).toBeGreaterThanOrEqual(0);
       expect(usage).toBeLessThanOrEqual(1);
+    });
+
+    it('exposes each sim\'s own start time as process_start_time_seconds, which the gateway reads', async () => {
+      const before = Date.now() / 1000;
+      const other = await startSim({ model: 'other-model', zeroLatency: true });
+      try {
+        const text = await metrics(other);
+        const started = Number(/^process_start_time_seconds (\S+)$/m.exec(text)?.[1]);
+        expect(started).toBeGreaterThanOrEqual(before);
+        expect(started).toBeLessThanOrEqual(Date.now() / 1000);
+        expect(parseEngineLoad('vllm', text, 0).startedAt).toBe(started);
+        expect(parseEngineLoad('vllm', await metrics(sim), 0).startedAt).toBeLessThan(started);
+      } finally {
+        await other.close();
+      }
     });
 
     it('keeps a separate registry per sim', async () => {

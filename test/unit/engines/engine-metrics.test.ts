@@ -222,6 +222,18 @@ vllm:gpu_cache_usage_perc{engine="1",${MODEL}} 0.99
     expect(() => parseEngineLoad('llamacpp', '# HELP llamacpp:requests_processing x\n', 1)).toThrow(/no llamacpp load metrics/);
   });
 
+  it('reads the process start time, the newest of several series, and leaves it out when absent', () => {
+    const start = '# HELP process_start_time_seconds Start time of the process since unix epoch in seconds.\n# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds 1.74750263283e+09\n';
+    expect(parseEngineLoad('vllm', start + VLLM_V1, 1).startedAt).toBe(1747502632.83);
+    expect(parseEngineLoad('sglang', SGLANG + 'process_start_time_seconds{pid="7"} 100.5\nprocess_start_time_seconds{pid="9"} 200.25\n', 1).startedAt).toBe(200.25);
+    expect(parseEngineLoad('vllm', VLLM_V1, 1)).not.toHaveProperty('startedAt');
+    expect(parseEngineLoad('vllm', VLLM_V1 + 'process_start_time_seconds NaN\n', 1)).not.toHaveProperty('startedAt');
+  });
+
+  it('does not take a start time alone for an engine’s load', () => {
+    expect(() => parseEngineLoad('llamacpp', 'process_start_time_seconds 1.7e9\n', 1)).toThrow(/no llamacpp load metrics in \/metrics text \(expected one of llamacpp:requests_processing, llamacpp:requests_deferred, llamacpp:kv_cache_usage_ratio\)/);
+  });
+
   it('throws on a malformed sample line of a metric it reads', () => {
     expect(() => parseEngineLoad('vllm', 'vllm:num_requests_running{engine=0} 3\n', 1)).toThrow(/invalid line/);
   });
