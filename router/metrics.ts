@@ -24,6 +24,7 @@ export interface GatewayMetrics {
   readonly adapterFailures: Counter<'engine' | 'operation'>;
   readonly adapterLoadSeconds: Histogram;
   readonly coldStartWait: Histogram<'outcome'>;
+  readonly engineRestarts: Counter<'engine' | 'reason'>;
   /** Relative error of routing's predictions against what happened (switchyard_routing_prediction_error). */
   observePrediction(check: PredictionCheck): void;
 }
@@ -113,6 +114,12 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
       help: 'Time requests for an adapter resident nowhere waited for it to load, by outcome (loaded, timeout, failed)',
       labelNames: ['outcome'],
       buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      registers: [registry],
+    }),
+    engineRestarts: new Counter({
+      name: 'switchyard_engine_restarts_total',
+      help: 'Engine restarts the registry noticed (reason: start_time changed, or health: probes failed then passed); the prefix index forgot the engine\'s blocks',
+      labelNames: ['engine', 'reason'],
       registers: [registry],
     }),
     requests: new Counter({

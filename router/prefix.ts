@@ -107,6 +107,14 @@ export class PrefixTracker {
     return this.#blockSize;
   }
 
+  /**
+   * The engine restarted: its cache is empty, whatever the index was told. Its KV event subscription stays: ZMQ
+   * reconnects to the new process by itself.
+   */
+  forgetEngine(engineId: string): void {
+    this.#index.clearEngine(engineId);
+  }
+
   /** Capacities and KV event subscriptions follow the fleet; a removed engine's blocks are forgotten. */
   setEngines(engines: readonly EngineSpec[]): void {
     const ids = new Set(engines.map((e) => e.id));

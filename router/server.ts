@@ -20,6 +20,7 @@ import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
 import { Calibration } from './placement/calibration.js';
 import { OutputLengths } from './placement/output-length.js';
 import { Placement } from './placement/place.js';
+import { IndexAudit } from './placement/index-audit.js';
 import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
 import { SessionAffinity } from './sessions.js';
@@ -58,6 +59,8 @@ export interface Gateway {
   readonly store: ControlPlaneStore | undefined;
   /** Database keys -> tenant, with its LRU; undefined without a database. */
   readonly tenantKeys: TenantKeyResolver | undefined;
+  /** The prefix index checked against the engines' cached tokens; undefined when kvcache is off. */
+  readonly audit: IndexAudit | undefined;
   /**
    * Replaces the engines `source` contributes beside the configured ones (as discovery does), e.g. the replicas a
    * local autoscaler starts and stops.
@@ -103,6 +106,12 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     },
     // A scrape may show an engine that stopped being saturated.
     onLoad: () => queue?.pump(),
+    // Its cache is empty now: prompts must stop being sent back there for hits it no longer has.
+    onRestart: (id, why) => {
+      app.log.info({ engine: id, why }, 'engine restarted; the prefix index forgets its blocks');
+      metrics.engineRestarts.inc({ engine: id, reason: why });
+      prefix?.forgetEngine(id);
+    },
   });
   const queue = config.queue.enabled
     ? new FairQueue({
@@ -121,6 +130,15 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
   const pipeline = routingPipeline(config, calibration, prefix);
   prefix?.setEngines(engines);
+  const audit =
+    prefix === undefined
+      ? undefined
+      : new IndexAudit({
+          registry: metricsRegistry,
+          log: app.log,
+          blockTokens: kvBlockSize(config.kvcache),
+          kvEvents: (id) => registry.snapshot().some((e) => e.spec.id === id && e.spec.kvEventsEndpoint !== undefined),
+        });
   const placement = new Placement({
     pipeline,
     fleet: registry,
@@ -129,6 +147,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     outputs: new OutputLengths(),
     blockTokens: kvBlockSize(config.kvcache),
     onPrediction: (check) => metrics.observePrediction(check),
+    audit,
   });
 
   // The control plane last, so nothing above can fail and leave it open.
@@ -204,6 +223,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       }
     }
     app.log.info({ source, engines: found.map((e) => e.id) }, 'discovered engines changed');
+    for (const e of registry.snapshot()) if (!known.has(e.spec.id)) audit?.forget(e.spec.id);
     registry.setEngines(all).catch((err: unknown) => app.log.error({ err }, 'could not apply the discovered engines'));
     prefix?.setEngines(all);
   };
@@ -282,7 +302,11 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     void reply.code(404).send(err.toJSON());
   });
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
+  // 200 even when degraded: an index that disagrees with its engines must not get the gateway killed by a liveness probe.
+  app.get('/healthz', async () => {
+    const checks = audit?.degraded() ?? [];
+    return checks.length === 0 ? { status: 'ok' } : { status: 'degraded', checks };
+  });
   app.get('/readyz', async (_request, reply) => {
     const healthy = registry.snapshot().filter((e) => e.healthy).length;
     return reply.code(healthy > 0 ? 200 : 503).send({ status: healthy > 0 ? 'ready' : 'no healthy engine', healthyEngines: healthy });
@@ -364,6 +388,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     metricsRegistry,
     store,
     tenantKeys,
+    audit,
     setEngines: applyDiscovered,
     async listen() {
       await registry.start();
