@@ -82,4 +82,9 @@ export interface EngineSnapshot {
   readonly inFlightKvTokens?: number | undefined;
   /** Output tokens the requests in flight are expected to generate in all. */
   readonly inFlightOutputTokens?: number | undefined;
+  /**
+   * Prompt tokens per second the gateway sent the engine to prefill lately (router/placement/in-flight-load.ts):
+   * the share of its steps that prefill takes, which every decoding request waits through.
+   */
+  readonly recentPrefillRate?: number | undefined;
 }

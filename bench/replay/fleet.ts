@@ -18,6 +18,7 @@ export class SimulatedFleet implements PlacementFleet {
   readonly #scrapeIntervalMs: number;
   readonly #byId: Map<string, number>;
   #nextScrapeMs = -Infinity;
+  #nowMs = 0;
   #snapshots: readonly EngineSnapshot[] | undefined;
 
   constructor(models: readonly TimingModel[], model: string, loadSignal: LoadSignal, scrapeIntervalMs: number) {
@@ -38,8 +39,10 @@ export class SimulatedFleet implements PlacementFleet {
     return this.#loads[e].inFlight;
   }
 
-  /** Reads the engines' load when a scrape is due at `atMs` (the first decision after each tick). */
-  scrapeIfDue(atMs: number): void {
+  /** The virtual clock moved to `atMs`: decaying figures follow, and the engines' load is read when a scrape is due. */
+  advance(atMs: number): void {
+    if (atMs !== this.#nowMs) this.#snapshots = undefined;
+    this.#nowMs = atMs;
     if (atMs < this.#nextScrapeMs) return;
     this.#models.forEach((m, e) => (this.#scraped[e] = { running: m.numRunning, waiting: m.numWaiting, kvUsage: m.kvUsage, scrapedAt: atMs }));
     this.#nextScrapeMs = (Math.floor(atMs / this.#scrapeIntervalMs) + 1) * this.#scrapeIntervalMs;
@@ -50,15 +53,16 @@ export class SimulatedFleet implements PlacementFleet {
     this.#snapshots ??= this.specs.map((spec, e) => {
       const { inFlight, pendingPrefillTokens, kvTokens, outputTokens } = this.#loads[e];
       const load = this.#scraped[e];
+      const recentPrefillRate = this.#loads[e].recentPrefillRate(this.#nowMs);
       return this.#trackPending
-        ? { spec, healthy: true, inFlight, load, pendingPrefillTokens, inFlightKvTokens: kvTokens, inFlightOutputTokens: outputTokens }
+        ? { spec, healthy: true, inFlight, load, pendingPrefillTokens, inFlightKvTokens: kvTokens, inFlightOutputTokens: outputTokens, recentPrefillRate }
         : { spec, healthy: true, inFlight, load };
     });
     return this.#snapshots;
   }
 
   acquire(id: string, load: RequestLoad): void {
-    this.#loads[this.indexOf(id)].add(load);
+    this.#loads[this.indexOf(id)].add(load, this.#nowMs);
     this.#snapshots = undefined;
   }
 

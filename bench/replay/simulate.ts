@@ -218,7 +218,6 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
       outputTokens: placement.expectedOutput(who, undefined),
       sessionEngine: request.session === undefined ? undefined : sessions.get(request.session),
     };
-    fleet.scrapeIfDue(at);
     const placed = placement.place(features, { hashes: blocks, promptTokens: request.promptTokens, matches }, who, at);
     if (placed === undefined) throw new Error('the pipeline found no engine: every simulated engine is healthy and serves the model');
     const e = fleet.indexOf(placed.engineId);
@@ -307,6 +306,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
       nextSampleMs += sampleIntervalMs;
     }
     accumulate(at);
+    fleet.advance(at);
     now = at;
     if (arrivalAt <= stepAt) await route(arrivals.pop()!, at);
     else endStep(engine, at);

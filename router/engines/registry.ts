@@ -4,6 +4,9 @@ import { EngineClient } from './engine-client.js';
 import { parseEngineLoad } from './engine-metrics.js';
 import { RestartWatch, type RestartReason } from './restart-watch.js';
 
+/** How stale a snapshot's decaying figures (the recent prefill rate) may get while nothing else changes, ms. */
+const SNAPSHOT_REFRESH_MS = 100;
+
 export interface EngineRegistryOptions {
   readonly healthIntervalMs: number;
   readonly healthTimeoutMs: number;
@@ -69,6 +72,7 @@ export class EngineRegistry {
   #engines = new Map<string, EngineState>();
   /** Cached snapshot() result; undefined after any change. */
   #snapshots: readonly EngineSnapshot[] | undefined;
+  #snapshotsAt = 0;
   #healthTimer: NodeJS.Timeout | undefined;
   #scrapeTimer: NodeJS.Timeout | undefined;
   #started = false;
@@ -112,7 +116,16 @@ export class EngineRegistry {
    * changes; snapshots are immutable, so one held by a routing decision keeps describing that instant.
    */
   snapshot(): readonly EngineSnapshot[] {
-    this.#snapshots ??= Array.from(this.#engines.values(), (s) => s.snapshot);
+    // The recent prefill rates decay with time: snapshots are refreshed that often even when nothing changes.
+    const now = performance.now();
+    if (now - this.#snapshotsAt > SNAPSHOT_REFRESH_MS) {
+      for (const state of this.#engines.values()) state.snapshot = freeze(state, now);
+      this.#snapshots = undefined;
+    }
+    if (this.#snapshots === undefined) {
+      this.#snapshots = Array.from(this.#engines.values(), (s) => s.snapshot);
+      this.#snapshotsAt = now;
+    }
     return this.#snapshots;
   }
 
@@ -129,7 +142,7 @@ export class EngineRegistry {
   acquire(id: string, load: RequestLoad): void {
     const state = this.#engines.get(id);
     if (state === undefined) return;
-    state.inFlight.add(load);
+    state.inFlight.add(load, performance.now());
     this.#changed(state);
   }
 
@@ -185,7 +198,7 @@ export class EngineRegistry {
           closing.push(state.client);
           // Requests still running at the old url will release against this id: keep counting them.
           fresh.inFlight.copyFrom(state.inFlight);
-          fresh.snapshot = freeze(fresh);
+          fresh.snapshot = freeze(fresh, performance.now());
         }
         next.set(spec.id, fresh);
         added.push(fresh);
@@ -235,7 +248,7 @@ export class EngineRegistry {
   }
 
   #changed(state: EngineState): void {
-    state.snapshot = freeze(state);
+    state.snapshot = freeze(state, performance.now());
     this.#snapshots = undefined;
   }
 
@@ -307,9 +320,18 @@ export class EngineRegistry {
   }
 }
 
-function freeze(state: EngineState): EngineSnapshot {
-  const { inFlight, pendingPrefillTokens, kvTokens, outputTokens } = state.inFlight;
-  return { spec: state.spec, healthy: state.healthy, inFlight, pendingPrefillTokens, inFlightKvTokens: kvTokens, inFlightOutputTokens: outputTokens, load: state.load };
+function freeze(state: EngineState, nowMs: number): EngineSnapshot {
+  const load = state.inFlight;
+  return {
+    spec: state.spec,
+    healthy: state.healthy,
+    inFlight: load.inFlight,
+    pendingPrefillTokens: load.pendingPrefillTokens,
+    inFlightKvTokens: load.kvTokens,
+    inFlightOutputTokens: load.outputTokens,
+    recentPrefillRate: load.recentPrefillRate(nowMs),
+    load: state.load,
+  };
 }
 
 function sameSpec(a: EngineSpec, b: EngineSpec): boolean {

@@ -133,10 +133,13 @@ export class Calibration {
     engine.observePrefill(tokens, ttftMs - perf.decodeBaseMs - (perf.decodeMsPer1kKvTokens * kvTokens) / 1000);
   }
 
-  /** A stream's tokens after the first came `meanGapMs` apart, with about `kvTokens` in flight meanwhile. */
-  observeDecode(spec: EngineSpec, outputTokens: number, meanGapMs: number, kvTokens: number): void {
+  /**
+   * A stream's tokens after the first came `meanGapMs` apart, with about `kvTokens` in flight and `prefillShare` of
+   * the engine's time going to prefill meanwhile (engine-model.ts): a step took the gap's other share.
+   */
+  observeDecode(spec: EngineSpec, outputTokens: number, meanGapMs: number, kvTokens: number, prefillShare: number): void {
     if (outputTokens < MIN_DECODE_TOKENS) return;
-    this.#engine(spec).observeStep(kvTokens, meanGapMs);
+    this.#engine(spec).observeStep(kvTokens, meanGapMs * (1 - prefillShare));
   }
 
   /** The engine left the fleet (or restarted on other hardware): it starts again from its prior. */

@@ -10,6 +10,12 @@ export interface RequestLoad {
 export const NO_LOAD: RequestLoad = { prefillTokens: 0, kvTokens: 0, outputTokens: 0 };
 
 /**
+ * Time constant of the recent prefill rate, ms: long enough to span the decode of a typical answer (a few hundred
+ * steps), whose tokens wait for the prefill that arrives meanwhile; short enough to follow a burst.
+ */
+export const PREFILL_RATE_WINDOW_MS = 5000;
+
+/**
  * The gateway's exact count of the work it has on one engine. The live registry keeps one per engine and so does
  * the replayer's simulated fleet: routing sees the same counts in both.
  */
@@ -18,8 +24,18 @@ export class InFlightLoad {
   pendingPrefillTokens = 0;
   kvTokens = 0;
   outputTokens = 0;
+  // Prompt tokens sent to prefill, per ms, exponentially decaying: the value at #rateAtMs.
+  #prefillRate = 0;
+  #rateAtMs = 0;
 
-  add(load: RequestLoad): void {
+  /** Prompt tokens per second sent here to prefill lately: what keeps this engine's steps busy with prefill. */
+  recentPrefillRate(nowMs: number): number {
+    return 1000 * this.#prefillRate * Math.exp(-Math.max(0, nowMs - this.#rateAtMs) / PREFILL_RATE_WINDOW_MS);
+  }
+
+  add(load: RequestLoad, nowMs: number): void {
+    this.#prefillRate = this.recentPrefillRate(nowMs) / 1000 + load.prefillTokens / PREFILL_RATE_WINDOW_MS;
+    this.#rateAtMs = nowMs;
     this.inFlight++;
     this.pendingPrefillTokens += load.prefillTokens;
     this.kvTokens += load.kvTokens;
@@ -49,5 +65,7 @@ export class InFlightLoad {
     this.pendingPrefillTokens = other.pendingPrefillTokens;
     this.kvTokens = other.kvTokens;
     this.outputTokens = other.outputTokens;
+    this.#prefillRate = other.#prefillRate;
+    this.#rateAtMs = other.#rateAtMs;
   }
 }

@@ -1,6 +1,6 @@
 import type { EngineSnapshot } from '../../core/engine.js';
 import type { BlockHash, PrefixMatches } from '../../kvcache/types.js';
-import { predictLatency, queuedLoad } from '../routing/engine-model.js';
+import { predictLatency, prefillShare, queuedLoad } from '../routing/engine-model.js';
 import type { RoutingPipeline } from '../routing/pipeline.js';
 import type { RequestFeatures, RoutingDecision } from '../routing/types.js';
 import type { Calibration } from './calibration.js';
@@ -125,6 +125,7 @@ export class PlacedRequest {
   readonly #placedAtMs: number;
   #firstTokenAtMs: number | undefined;
   #kvAtFirstToken = 0;
+  #prefillShareAtFirstToken = 0;
   #done = false;
 
   constructor(deps: PlacementDeps, decision: RoutingDecision, features: RequestFeatures, prompt: PromptBlocks | undefined, who: Requester, nowMs: number) {
@@ -158,7 +159,9 @@ export class PlacedRequest {
   firstToken(nowMs: number): void {
     if (this.#firstTokenAtMs !== undefined || this.#done) return;
     this.#firstTokenAtMs = nowMs;
-    this.#kvAtFirstToken = this.#kvInFlight();
+    const engine = this.#engine();
+    this.#kvAtFirstToken = engine?.inFlightKvTokens ?? 0;
+    this.#prefillShareAtFirstToken = engine === undefined ? 0 : prefillShare(this.#deps.calibration.perf(engine.spec), queuedLoad(engine));
     this.#deps.fleet.prefillDone(this.engineId, this.#load);
   }
 
@@ -193,7 +196,11 @@ export class PlacedRequest {
     calibration.observeFirstToken(engine.spec, this.#queuedAhead + uncached, ttftMs, this.#kvAtFirstToken);
     const tokens = outcome.completionTokens ?? 0;
     const tpotMs = tokens > 1 ? (outcome.atMs - this.#firstTokenAtMs!) / (tokens - 1) : undefined;
-    if (tpotMs !== undefined) calibration.observeDecode(engine.spec, tokens, tpotMs, (this.#kvAtFirstToken + this.#kvInFlight() + this.#load.kvTokens) / 2);
+    if (tpotMs !== undefined) {
+      const kvTokens = (this.#kvAtFirstToken + (engine.inFlightKvTokens ?? 0)) / 2;
+      const share = (this.#prefillShareAtFirstToken + prefillShare(calibration.perf(engine.spec), queuedLoad(engine))) / 2;
+      calibration.observeDecode(engine.spec, tokens, tpotMs, kvTokens, share);
+    }
     this.#deps.onPrediction?.({ engineId: this.engineId, predictedTtftMs: this.predictedTtftMs, ttftMs, predictedTpotMs: this.predictedTpotMs, tpotMs });
   }
 
@@ -214,9 +221,5 @@ export class PlacedRequest {
 
   #engine(): EngineSnapshot | undefined {
     return this.#deps.fleet.snapshot().find((e) => e.spec.id === this.engineId);
-  }
-
-  #kvInFlight(): number {
-    return this.#engine()?.inFlightKvTokens ?? 0;
   }
 }

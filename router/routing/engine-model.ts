@@ -23,6 +23,8 @@ export interface QueuedLoad {
   readonly pendingPrefillTokens: number;
   readonly kvTokens: number;
   readonly outputTokens: number;
+  /** Prompt tokens per second sent to the engine to prefill lately (EngineSnapshot.recentPrefillRate). */
+  readonly recentPrefillRate: number;
 }
 
 export interface LatencyPrediction {
@@ -40,7 +42,23 @@ export function queuedLoad(engine: EngineSnapshot): QueuedLoad {
     pendingPrefillTokens: engine.pendingPrefillTokens ?? 0,
     kvTokens: engine.inFlightKvTokens ?? 0,
     outputTokens: engine.inFlightOutputTokens ?? 0,
+    recentPrefillRate: engine.recentPrefillRate ?? 0,
   };
+}
+
+/**
+ * Past this share of its time prefilling, an engine's decode is not predicted slower still: the share is measured
+ * over seconds, and an engine that busy is kept from more prefill by the TTFT term already.
+ */
+export const MAX_PREFILL_SHARE = 0.9;
+
+/**
+ * The share of an engine's time that prefill takes: prefill arriving at `recentPrefillRate` over the rate it
+ * computes at. Decode steps share the engine with it (chunked prefill puts both in one step), so each output token
+ * takes a step's time over (1 - share) of wall time.
+ */
+export function prefillShare(perf: EnginePerf, load: QueuedLoad): number {
+  return Math.min(MAX_PREFILL_SHARE, load.recentPrefillRate / perf.prefillTokensPerSec);
 }
 
 export function stepMs(perf: EnginePerf, kvTokens: number): number {
@@ -58,7 +76,8 @@ export function prefillMs(perf: EnginePerf, tokens: number): number {
  *   (the gateway's exact pending-prefill count), then computes its uncached tokens, and samples its first token at
  *   the end of a step that reads the batch's KV.
  * - Decode: each later token is one step of the batch it joins: the KV in flight plus its own mean context (its
- *   prompt and half its output). This is the term that keeps a shared prefix from becoming a hot spot: a cached
+ *   prompt and half its output), stretched by the share of the engine's time that other requests' prefill takes
+ *   meanwhile (prefillShare). This is the term that keeps a shared prefix from becoming a hot spot: a cached
  *   prompt prefills in no time, but on a crowded engine every one of its tokens waits for a longer step.
  * - Externality: what the others on the engine lose. While it prefills, each request in flight waits for its
  *   chunks (chunked prefill shares their steps); while it decodes, its KV lengthens every step they share with it,
@@ -68,7 +87,7 @@ export function prefillMs(perf: EnginePerf, tokens: number): number {
 export function predictLatency(perf: EnginePerf, load: QueuedLoad, request: RequestShape): LatencyPrediction {
   const ownKv = request.promptTokens + request.outputTokens / 2;
   const ttftMs = prefillMs(perf, load.pendingPrefillTokens + request.uncachedTokens) + stepMs(perf, load.kvTokens + request.promptTokens);
-  const decodeMs = Math.max(0, request.outputTokens - 1) * stepMs(perf, load.kvTokens + ownKv);
+  const decodeMs = (Math.max(0, request.outputTokens - 1) * stepMs(perf, load.kvTokens + ownKv)) / (1 - prefillShare(perf, load));
   const sharedSteps = Math.min(load.inFlight * request.outputTokens, load.outputTokens / 2);
   const externalityMs =
     load.inFlight * prefillMs(perf, request.uncachedTokens) + ((perf.decodeMsPer1kKvTokens * ownKv) / 1000) * sharedSteps;

@@ -32,18 +32,20 @@ import { lastCall, matchedBlocks } from './common.js';
 /**
  * A ms of TTFT counts this many ms of decode or of others' time: a streaming user waits on the first token with
  * nothing to read, and the decode and externality terms must not trade a long wait for it against a slightly
- * shorter stream. Tuned in the replayer (bench/replay/README.md).
+ * shorter stream. 2 to 4 do about as well on the replays (bench/replay/README.md); 1 lets the Mooncake trace's
+ * long prompts queue behind each other to spare decoding requests elsewhere.
  */
-export const TTFT_WEIGHT = 2;
+export const TTFT_WEIGHT = 3;
 
 /**
  * Weight of the prefill time of the blocks a placement would duplicate, on an empty cache and on a full one (the
- * index's fill of the engine, linearly between). Empty: a copy costs once what it costs to make, so a shared
- * system prompt spreads by load. Full: every block of a copy evicts a block of a prefix that later requests would
- * have hit, and with a working set larger than the caches (the Mooncake trace) each such block is computed many
- * times over; 16 keeps that trace's hit ratio within a few percent of perfect partitioning.
+ * index's fill of the engine, linearly between), in units of TTFT ms before TTFT_WEIGHT. Empty: a copy costs
+ * about what it costs to make, so a shared system prompt spreads by load once the decode batches differ. Full:
+ * every block of a copy evicts a block of a prefix that later requests would have hit, and with a working set
+ * larger than the caches (the Mooncake trace) each such block is computed many times over; 32 keeps that trace's
+ * hit ratio at perfect partitioning's less a few percent.
  */
-export const LOCALITY_WEIGHT = { empty: 1, full: 16 } as const;
+export const LOCALITY_WEIGHT = { empty: 2, full: 32 } as const;
 
 interface Costs {
   readonly cost: Float64Array;
