@@ -2,9 +2,9 @@ import { createRng } from '../../core/hash.js';
 import { TRACE_BLOCK_TOKENS, type TraceRequest } from './trace.js';
 
 /**
- * Synthetic Mooncake-format traces for the cases the Mooncake trace has little of. Arrivals are Poisson (seeded,
- * so a trace is reproducible); lengths are uniform in the given ranges. Block ids are allocated in order, so ids
- * are shared exactly where the generator means a shared prefix.
+ * Synthetic Mooncake-format traces for the cases the Mooncake trace has little of, replayed open loop (closed-loop
+ * users are in closed-loop.ts). Arrivals are Poisson (seeded, so a trace is reproducible); lengths are uniform in the
+ * given ranges. Block ids are allocated in order, so ids are shared exactly where the generator means a shared prefix.
  */
 
 export type GeneratorName = 'shared-system-prompt' | 'multi-turn';
@@ -30,12 +30,12 @@ export function sharedSystemPromptTrace(opts: SharedSystemPromptOptions): TraceR
   let t = 0;
   const out: TraceRequest[] = [];
   for (let i = 0; i < opts.requests; i++) {
-    t += exponential(rng, opts.ratePerSec);
-    const user = uniform(rng, opts.userTokens);
+    t += exponentialMs(rng, 1000 / opts.ratePerSec);
+    const user = uniformInt(rng, opts.userTokens);
     const inputLength = systemBlocks * TRACE_BLOCK_TOKENS + user;
     const own = Math.ceil(user / TRACE_BLOCK_TOKENS);
     const hashIds = [...system, ...Array.from({ length: own }, () => nextId++)];
-    out.push({ timestampMs: Math.round(t), inputLength, outputLength: uniform(rng, opts.outputTokens), hashIds });
+    out.push({ timestampMs: Math.round(t), inputLength, outputLength: uniformInt(rng, opts.outputTokens), hashIds });
   }
   return out;
 }
@@ -64,16 +64,16 @@ export function multiTurnTrace(opts: MultiTurnOptions): TraceRequest[] {
   let start = 0;
   const out: TraceRequest[] = [];
   for (let c = 0; c < opts.conversations; c++) {
-    start += exponential(rng, opts.ratePerSec);
-    const turns = uniform(rng, opts.turns);
+    start += exponentialMs(rng, 1000 / opts.ratePerSec);
+    const turns = uniformInt(rng, opts.turns);
     let t = start;
     let length = 0;
     const ids: number[] = [];
     for (let k = 0; k < turns; k++) {
-      if (k > 0) t += exponential(rng, 1000 / opts.thinkTimeMs);
-      length += uniform(rng, k === 0 ? opts.firstPromptTokens : opts.turnTokens);
+      if (k > 0) t += exponentialMs(rng, opts.thinkTimeMs);
+      length += uniformInt(rng, k === 0 ? opts.firstPromptTokens : opts.turnTokens);
       while (ids.length * TRACE_BLOCK_TOKENS < length) ids.push(nextId++);
-      out.push({ timestampMs: Math.round(t), inputLength: length, outputLength: uniform(rng, opts.outputTokens), hashIds: ids.slice() });
+      out.push({ timestampMs: Math.round(t), inputLength: length, outputLength: uniformInt(rng, opts.outputTokens), hashIds: ids.slice() });
     }
   }
   return out.sort((a, b) => a.timestampMs - b.timestampMs);
@@ -103,10 +103,12 @@ export function generateTrace(name: GeneratorName, requests: number, seed: numbe
   });
 }
 
-function exponential(rng: () => number, ratePerSec: number): number {
-  return (-Math.log(1 - rng()) / ratePerSec) * 1000;
+/** An exponential draw with mean `meanMs` (0 gives 0): Poisson arrivals' gaps, users' think times. */
+export function exponentialMs(rng: () => number, meanMs: number): number {
+  return -Math.log(1 - rng()) * meanMs;
 }
 
-function uniform(rng: () => number, [lo, hi]: readonly [number, number]): number {
+/** An integer drawn uniformly from [lo, hi]. */
+export function uniformInt(rng: () => number, [lo, hi]: readonly [number, number]): number {
   return lo + Math.floor(rng() * (hi - lo + 1));
 }
