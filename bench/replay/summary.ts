@@ -1,13 +1,36 @@
-import type { SimulationResult } from './simulate.js';
+import type { RequestOutcome, SimulationResult } from './simulate.js';
+
+/** A latency's distribution over the replayed requests, ms of virtual time. */
+export interface Distribution {
+  readonly mean: number;
+  readonly p50: number;
+  readonly p90: number;
+  readonly p99: number;
+}
+
+/**
+ * How far the engine model's prediction at routing time was from what the request then saw, relative to what it
+ * saw: the median and p90 of |predicted - observed| / observed, and the mean of (predicted - observed) / observed
+ * (the bias: above 0 the model is pessimistic, below 0 optimistic).
+ */
+export interface PredictionError {
+  readonly median: number;
+  readonly p90: number;
+  readonly bias: number;
+}
 
 /** What the replayer reports per policy. Times in ms of virtual time. */
 export interface PolicySummary {
   readonly policy: string;
   readonly requests: number;
-  readonly ttftMs: { readonly p50: number; readonly p90: number; readonly p99: number };
+  /** Arrival to first token. */
+  readonly ttftMs: Distribution;
   /** Time per output token after the first; requests with one output token have none. */
-  readonly tpotMs: { readonly mean: number; readonly p99: number };
-  readonly e2eMs: { readonly p99: number };
+  readonly tpotMs: Distribution;
+  /** Arrival to last token: what a user waits for a whole answer. */
+  readonly e2eMs: Distribution;
+  /** The predictions of the chosen engine's TTFT and E2E against the simulated outcome. */
+  readonly prediction: { readonly ttft: PredictionError; readonly e2e: PredictionError };
   /** Cached prompt tokens / prompt tokens, as the engines' caches actually served them. */
   readonly hitRatio: number;
   /** Per engine in-flight requests averaged over the run: the busiest engine's, and the mean over engines. */
@@ -27,9 +50,6 @@ export function summarize(result: SimulationResult): PolicySummary {
     e2e.push(o.finishMs - o.arrivalMs);
     if (o.outputTokens > 1) tpot.push((o.finishMs - o.firstTokenMs) / (o.outputTokens - 1));
   }
-  ttft.sort((a, b) => a - b);
-  tpot.sort((a, b) => a - b);
-  e2e.sort((a, b) => a - b);
   let hit = 0;
   let query = 0;
   let preemptions = 0;
@@ -42,15 +62,43 @@ export function summarize(result: SimulationResult): PolicySummary {
   return {
     policy: result.policy,
     requests: result.outcomes.length,
-    ttftMs: { p50: percentile(ttft, 0.5), p90: percentile(ttft, 0.9), p99: percentile(ttft, 0.99) },
-    tpotMs: { mean: mean(tpot), p99: percentile(tpot, 0.99) },
-    e2eMs: { p99: percentile(e2e, 0.99) },
+    ttftMs: distribution(ttft),
+    tpotMs: distribution(tpot),
+    e2eMs: distribution(e2e),
+    prediction: {
+      ttft: predictionError(result.outcomes, (o) => o.predictedTtftMs, (o) => o.firstTokenMs - o.arrivalMs),
+      e2e: predictionError(result.outcomes, (o) => o.predictedE2eMs, (o) => o.finishMs - o.arrivalMs),
+    },
     hitRatio: query === 0 ? 0 : hit / query,
     load: { max: loads.length === 0 ? 0 : Math.max(...loads), mean: mean(loads) },
     requestsPerSecond: result.durationMs > 0 ? result.outcomes.length / (result.durationMs / 1000) : 0,
     preemptions,
     reasons: result.reasons,
   };
+}
+
+function distribution(values: number[]): Distribution {
+  const sorted = values.sort((a, b) => a - b);
+  return { mean: mean(sorted), p50: percentile(sorted, 0.5), p90: percentile(sorted, 0.9), p99: percentile(sorted, 0.99) };
+}
+
+/** Requests observed at 0 ms (none in the timing model: every step takes time) have no relative error and are left out. */
+function predictionError(
+  outcomes: readonly RequestOutcome[],
+  predicted: (o: RequestOutcome) => number,
+  observed: (o: RequestOutcome) => number,
+): PredictionError {
+  const absolute: number[] = [];
+  let signed = 0;
+  for (const o of outcomes) {
+    const seen = observed(o);
+    if (!(seen > 0)) continue;
+    const error = (predicted(o) - seen) / seen;
+    absolute.push(Math.abs(error));
+    signed += error;
+  }
+  absolute.sort((a, b) => a - b);
+  return { median: percentile(absolute, 0.5), p90: percentile(absolute, 0.9), bias: absolute.length === 0 ? NaN : signed / absolute.length };
 }
 
 /** Nearest-rank percentile of sorted values (q in (0, 1]); NaN when there are none. */
