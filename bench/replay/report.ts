@@ -15,6 +15,8 @@ export interface ReplayReport {
   readonly referenceHitRatio: number;
   readonly generatedAt: string;
   readonly policies: readonly PolicyReport[];
+  /** Set for closed-loop workloads, whose arrivals follow the users rather than a rate. */
+  readonly closedLoop?: { readonly users: number; readonly thinkMs: number };
 }
 
 export interface PolicyReport {
@@ -32,37 +34,67 @@ export interface PolicyReport {
   };
 }
 
-const s = (ms: number) => (ms / 1000).toFixed(2);
+const s = (ms: number) => (Number.isNaN(ms) ? '-' : (ms / 1000).toFixed(2));
 const ms1 = (ms: number) => (Number.isNaN(ms) ? '-' : ms.toFixed(1));
-const pct = (x: number) => `${(100 * x).toFixed(1)}%`;
+// TTFTs run from a few ms (a cached prompt on an idle engine) to tens of seconds (a long queue): ms keep both exact.
+const msTtft = (ms: number) => (Number.isNaN(ms) ? '-' : ms.toFixed(ms < 100 ? 1 : 0));
+const pct = (x: number) => (Number.isNaN(x) ? '-' : `${(100 * x).toFixed(1)}%`);
+const signedPct = (x: number) => (x > 0 ? `+${pct(x)}` : pct(x));
 
-/** The terminal table: one row per policy, then the reference line. */
-export function formatTable(report: ReplayReport): string {
-  const header = ['policy', 'TTFT p50 s', 'p90 s', 'p99 s', 'TPOT mean ms', 'p99 ms', 'E2E p99 s', 'hit', 'hit/ref', 'load max', 'mean', 'req/s', 'sim s'];
-  const rows = report.policies.map(({ summary: p, wallMs }) => [
-    p.policy,
-    s(p.ttftMs.p50),
-    s(p.ttftMs.p90),
-    s(p.ttftMs.p99),
-    ms1(p.tpotMs.mean),
-    ms1(p.tpotMs.p99),
-    s(p.e2eMs.p99),
-    pct(p.hitRatio),
-    report.referenceHitRatio > 0 ? pct(p.hitRatio / report.referenceHitRatio) : '-',
-    p.load.max.toFixed(1),
-    p.load.mean.toFixed(1),
-    p.requestsPerSecond.toFixed(2),
-    (wallMs / 1000).toFixed(1),
-  ]);
+function describeWorkload(report: ReplayReport): string {
+  const { closedLoop } = report;
+  return closedLoop === undefined
+    ? `rate x${report.rateScale}`
+    : `closed loop: ${closedLoop.users} users, think time ${closedLoop.thinkMs.toLocaleString('en-US')} ms mean`;
+}
+
+/** Columns padded to their widest cell: the first left-aligned, numbers right-aligned. */
+function columns(header: readonly string[], rows: readonly string[][]): string[] {
   const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => r[c].length)));
-  const line = (cells: string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
+  const line = (cells: readonly string[]) => cells.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join('  ');
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
+}
+
+/** The terminal table: one row per policy and the reference line, then the prediction errors per policy. */
+export function formatTable(report: ReplayReport): string {
+  const latency = columns(
+    ['policy', 'TTFT p50 ms', 'p99 ms', 'TPOT p50 ms', 'p99 ms', 'E2E p50 s', 'p99 s', 'hit', 'hit/ref', 'load max', 'mean', 'req/s', 'sim s'],
+    report.policies.map(({ summary: p, wallMs }) => [
+      p.policy,
+      msTtft(p.ttftMs.p50),
+      msTtft(p.ttftMs.p99),
+      ms1(p.tpotMs.p50),
+      ms1(p.tpotMs.p99),
+      s(p.e2eMs.p50),
+      s(p.e2eMs.p99),
+      pct(p.hitRatio),
+      report.referenceHitRatio > 0 ? pct(p.hitRatio / report.referenceHitRatio) : '-',
+      p.load.max.toFixed(1),
+      p.load.mean.toFixed(1),
+      p.requestsPerSecond.toFixed(2),
+      (wallMs / 1000).toFixed(1),
+    ]),
+  );
+  const prediction = columns(
+    ['policy', 'TTFT error p50', 'p90', 'bias', 'E2E error p50', 'p90', 'bias'],
+    report.policies.map(({ summary: { policy, prediction: { ttft, e2e } } }) => [
+      policy,
+      pct(ttft.median),
+      pct(ttft.p90),
+      signedPct(ttft.bias),
+      pct(e2e.median),
+      pct(e2e.p90),
+      signedPct(e2e.bias),
+    ]),
+  );
   return [
-    `${report.requests} requests from ${report.trace}, ${report.engines} engines, rate x${report.rateScale}, load signal ${report.loadSignal}, ${report.hashing} hashing`,
-    line(header),
-    line(widths.map((w) => '-'.repeat(w))),
-    ...rows.map(line),
+    `${report.requests} requests from ${report.trace}, ${report.engines} engines, ${describeWorkload(report)}, load signal ${report.loadSignal}, ${report.hashing} hashing`,
+    ...latency,
     `reference: one LRU cache of ${report.engines} x ${report.timing.kvCapacityTokens.toLocaleString('en-US')} tokens (perfect partitioning) hits ${pct(report.referenceHitRatio)}`,
     'load = requests in flight per engine, averaged over the run (busiest engine, mean of engines); sim s = wall-clock time of the simulation',
+    '',
+    'prediction of the chosen engine at routing time against the outcome: |predicted - observed| / observed, and bias = mean of (predicted - observed) / observed',
+    ...prediction,
   ].join('\n');
 }
 
@@ -154,13 +186,14 @@ function hitRatioChart(report: ReplayReport): string {
   return frame('Token prefix-hit ratio per policy', body, 'policy', 'cached prompt tokens / prompt tokens', legend);
 }
 
-function loadChart(report: ReplayReport, p: PolicyReport): string {
-  const { atMs, inFlight } = p.load;
+/** One line per engine over virtual time: `series[engine][sample]` at `p.load.atMs`. */
+function perEngineChart(p: PolicyReport, series: readonly (readonly number[])[], title: string, yLabel: string): string {
+  const { atMs } = p.load;
   if (atMs.length === 0) return '';
   const t0 = atMs[0];
   const t1 = Math.max(t0 + 1, atMs[atMs.length - 1]);
   let peak = 1;
-  for (const series of inFlight) for (const v of series) peak = Math.max(peak, v);
+  for (const values of series) for (const v of values) peak = Math.max(peak, v);
   const x = (t: number) => M.left + ((t - t0) / (t1 - t0)) * (W - M.left - M.right);
   const y = (v: number) => H - M.bottom - (v / peak) * (H - M.top - M.bottom);
   const secondsStep = niceStep((t1 - t0) / 1000 / 6);
@@ -172,9 +205,24 @@ function loadChart(report: ReplayReport, p: PolicyReport): string {
   const body =
     ticks(xs, x, 'x', (t) => `${Math.round((t - t0) / 1000)} s`) +
     ticks(ys, y, 'y', (v) => String(v)) +
-    inFlight.map((series, e) => polyline(series.map((v, k) => [atMs[k], v] as const), x, y, COLORS[e % COLORS.length])).join('');
-  const legend = inFlight.map((_, e) => ({ name: `engine-${e}`, color: COLORS[e % COLORS.length] }));
-  return frame(`${p.summary.policy}: requests in flight per engine`, body, 'virtual time since the first arrival', 'requests in flight', legend.length <= 8 ? legend : []);
+    series.map((values, e) => polyline(peaks(atMs, values, W - M.left - M.right), x, y, COLORS[e % COLORS.length])).join('');
+  const legend = series.map((_, e) => ({ name: `engine-${e}`, color: COLORS[e % COLORS.length] }));
+  return frame(`${p.summary.policy}: ${title}`, body, 'virtual time since the first arrival', yLabel, legend.length <= 8 ? legend : []);
+}
+
+/**
+ * At most `points` (time, value) pairs: a plot is only so many pixels wide, and a long closed loop samples tens of
+ * thousands of times. Each pair is the highest value of its run of samples, so a brief pile-up still shows.
+ */
+function peaks(atMs: readonly number[], values: readonly number[], points: number): [number, number][] {
+  const per = Math.max(1, Math.ceil(values.length / points));
+  const out: [number, number][] = [];
+  for (let i = 0; i < values.length; i += per) {
+    let top = values[i];
+    for (let k = i + 1; k < Math.min(values.length, i + per); k++) top = Math.max(top, values[k]);
+    out.push([atMs[i], top]);
+  }
+  return out;
 }
 
 function niceStep(raw: number): number {
@@ -191,11 +239,14 @@ export function renderHtml(report: ReplayReport): string {
 <style>body{font-family:sans-serif;margin:24px;max-width:1100px}pre{background:#f6f6f6;padding:12px;overflow-x:auto}figure{margin:16px 0}figcaption{font-weight:bold;margin-bottom:4px}</style>
 </head><body>
 <h1>Trace replay</h1>
-<p>${esc(`${report.requests} requests from ${report.trace} on ${report.engines} simulated engines (engine-sim timing model), arrivals x${report.rateScale}, generated ${report.generatedAt}.`)}</p>
+<p>${esc(`${report.requests} requests from ${report.trace} on ${report.engines} simulated engines (engine-sim timing model), ${describeWorkload(report)}, generated ${report.generatedAt}.`)}</p>
 <pre>${esc(formatTable(report))}</pre>
 ${ttftCdfChart(report)}
 ${hitRatioChart(report)}
-${report.policies.map((p) => loadChart(report, p)).join('\n')}
+<h2>Requests in flight per engine</h2>
+${report.policies.map((p) => perEngineChart(p, p.load.inFlight, 'requests in flight per engine', 'requests in flight')).join('\n')}
+<h2>Batch size per engine</h2>
+${report.policies.map((p) => perEngineChart(p, p.load.batch, 'batch size per engine (requests in its running step)', 'requests in the step')).join('\n')}
 <h2>Routing decisions by reason</h2>
 <pre>${esc(report.policies.map((p) => `${p.summary.policy}: ${Object.entries(p.summary.reasons).map(([r, c]) => `${r} ${c}`).join(', ')}`).join('\n'))}</pre>
 </body></html>
