@@ -1,3 +1,4 @@
+import { DEFAULT_ENGINE_PERF } from '../core/engine.js';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
@@ -234,7 +235,7 @@ async function micro(admin: Redis): Promise<{ results: MicroResult[]; database: 
       policies: tenantPolicyCache(store, cache),
       limiter,
       limits: config.limits,
-      metrics: createGatewayMetrics(new Registry(), { engines: () => [], queueLength: () => new Map<number, number>(), adaptersResident: () => new Map<string, number>() }),
+      metrics: createGatewayMetrics(new Registry(), { engines: () => [], queueLength: () => new Map<number, number>(), adaptersResident: () => new Map<string, number>(), perf: () => DEFAULT_ENGINE_PERF }),
     };
     // admit() only sets the x-ratelimit-* headers on the reply.
     const reply = {

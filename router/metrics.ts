@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
-import type { EngineSnapshot } from '../core/engine.js';
+import type { EnginePerf, EngineSnapshot, EngineSpec } from '../core/engine.js';
 import type { PredictionCheck } from './placement/place.js';
 
 /** Latency buckets in seconds, from a cached short answer to a long generation. */
@@ -36,6 +36,8 @@ export interface GatewayGauges {
   readonly queueLength: () => ReadonlyMap<number, number>;
   /** Adapters resident per engine, as this replica last read them. */
   readonly adaptersResident: () => ReadonlyMap<string, number>;
+  /** The engine's figures as routing predicts with them (router/placement/calibration.ts). */
+  readonly perf: (spec: EngineSpec) => EnginePerf;
 }
 
 /** The gateway's own series, `switchyard_` prefixed. Engine gauges read the registry's snapshot at scrape time. */
@@ -54,6 +56,9 @@ export function createGatewayMetrics(registry: Registry, gauges: GatewayGauges):
     });
   engineGauge('switchyard_in_flight_requests', 'Requests proxied to an engine and not yet finished', (e) => e.inFlight);
   engineGauge('switchyard_engine_healthy', '1 when the engine passes health checks and is not ejected, else 0', (e) => (e.healthy ? 1 : 0));
+  engineGauge('switchyard_engine_prefill_tokens_per_second', 'Prefill rate routing predicts with, as calibrated from the engine\'s answers', (e) => gauges.perf(e.spec).prefillTokensPerSec);
+  engineGauge('switchyard_engine_step_base_ms', 'Time of a decode step without KV, as calibrated from the engine\'s answers', (e) => gauges.perf(e.spec).decodeBaseMs);
+  engineGauge('switchyard_engine_step_ms_per_1k_kv_tokens', 'Time a decode step adds per 1,000 KV tokens in the batch, as calibrated', (e) => gauges.perf(e.spec).decodeMsPer1kKvTokens);
   new Gauge({
     name: 'switchyard_queue_length',
     help: 'Requests waiting in the fair queue for an engine to stop being saturated, by priority class',

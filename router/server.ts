@@ -121,12 +121,13 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
         onDispatch: (waitedMs) => metrics.queueWait.observe(waitedMs / 1000),
       })
     : undefined;
+  const calibration = new Calibration(config.routing.engineModel);
   const metrics = createGatewayMetrics(metricsRegistry, {
     engines: () => registry.snapshot(),
     queueLength: () => queue?.waitingByPriority() ?? new Map(),
     adaptersResident: () => adapters?.residentPerEngine() ?? new Map(),
+    perf: (spec) => calibration.perf(spec),
   });
-  const calibration = new Calibration(config.routing.engineModel);
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
   const pipeline = routingPipeline(config, calibration, prefix);
   prefix?.setEngines(engines);

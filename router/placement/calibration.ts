@@ -5,9 +5,11 @@ import { DEFAULT_ENGINE_PERF, type EnginePerf, type EngineSpec } from '../../cor
  * configured figures (routing.engineModel, an engine's own `perf`). Engines differ (GPU, model size, quantisation,
  * another tenant on the node), and a model whose figures are wrong sends an engine twice its share or half of it.
  *
- * - Prefill rate, from each stream's TTFT: its prefill part (TTFT less one step) over the tokens that had to be
- *   prefilled before it (the pending prefill ahead of it and its own uncached prompt), as an exponentially
- *   weighted ratio of sums, so long prompts weigh more than short ones, whose TTFT is mostly scheduling noise.
+ * - Prefill rate, from each stream's TTFT less one step against the tokens that had to be prefilled before its
+ *   first token (the pending prefill ahead of it and its own uncached prompt): a weighted least-squares line whose
+ *   slope is the rate and whose intercept is the fixed latency every request pays (HTTP, tokenisation, waiting for
+ *   the step under way, a busy CPU). Without the intercept that latency reads as a slow prefill, and on a shared
+ *   machine a cached prompt's 100 ms of overhead made a 30K tokens/s engine look like 5K.
  * - Step time, from each stream's mean inter-token gap against the KV in flight on the engine meanwhile: a
  *   weighted least-squares fit of gap = a * decodeBaseMs0 + b * decodeMsPer1kKvTokens0 * kv / 1000, the prior's
  *   two terms scaled by a and b. A ridge pulls a and b towards each other (not towards 1): with observations from a
@@ -19,8 +21,8 @@ import { DEFAULT_ENGINE_PERF, type EnginePerf, type EngineSpec } from '../../cor
 export const CALIBRATION_WINDOW = 50;
 /** The prior counts as this many observations, and fades like them. */
 const PRIOR_WEIGHT = 2;
-/** Prompts shorter than this teach nothing about prefill: their TTFT is a step plus scheduling noise. */
-export const MIN_PREFILL_TOKENS = 256;
+/** Tokens of the prior's pseudo-observation of a prefill: a mid-sized prompt. */
+const PRIOR_PREFILL_TOKENS = 8192;
 /** Streams with fewer tokens than this give no usable mean gap. */
 export const MIN_DECODE_TOKENS = 8;
 /** Strength of the pull between the two step terms' scales, relative to the data's weight. */
@@ -35,9 +37,13 @@ const decay = 1 - 1 / CALIBRATION_WINDOW;
 class EngineCalibration {
   readonly #prior: EnginePerf;
   #perf: EnginePerf;
-  // Prefill: sums of tokens and of their prefill ms.
-  #tokens: number;
-  #prefillMs: number;
+  // Prefill line ms = overhead + tokens / rate: weighted sums of 1, x, x^2, y, x y (x tokens, y ms).
+  #p0 = 0;
+  #px = 0;
+  #pxx = 0;
+  #py = 0;
+  #pxy = 0;
+  #overheadMs = 0;
   // Step fit over features f1 = base0, f2 = slope0 * kv / 1000: weighted sums of f1^2, f1 f2, f2^2, f1 y, f2 y.
   #s11: number;
   #s12: number;
@@ -48,9 +54,9 @@ class EngineCalibration {
   constructor(prior: EnginePerf) {
     this.#prior = prior;
     this.#perf = prior;
-    const tokens = PRIOR_WEIGHT * 4096;
-    this.#tokens = tokens;
-    this.#prefillMs = (1000 * tokens) / prior.prefillTokensPerSec;
+    // The prior line: no overhead, the configured rate.
+    this.#addPrefill(PRIOR_WEIGHT, 0, 0);
+    this.#addPrefill(PRIOR_WEIGHT, PRIOR_PREFILL_TOKENS, (1000 * PRIOR_PREFILL_TOKENS) / prior.prefillTokensPerSec);
     this.#s11 = this.#s12 = this.#s22 = this.#s1y = this.#s2y = 0;
     const f2 = (prior.decodeMsPer1kKvTokens * PRIOR_KV_TOKENS) / 1000;
     this.#addStep(PRIOR_WEIGHT, prior.decodeBaseMs, f2, prior.decodeBaseMs + f2);
@@ -60,11 +66,27 @@ class EngineCalibration {
     return this.#perf;
   }
 
+  get overheadMs(): number {
+    return this.#overheadMs;
+  }
+
   observePrefill(tokens: number, prefillMs: number): void {
-    if (!(tokens >= MIN_PREFILL_TOKENS && prefillMs > 0 && Number.isFinite(prefillMs))) return;
-    this.#tokens = decay * this.#tokens + tokens;
-    this.#prefillMs = decay * this.#prefillMs + prefillMs;
+    if (!(tokens >= 0 && Number.isFinite(prefillMs))) return;
+    this.#p0 *= decay;
+    this.#px *= decay;
+    this.#pxx *= decay;
+    this.#py *= decay;
+    this.#pxy *= decay;
+    this.#addPrefill(1, tokens, Math.max(0, prefillMs));
     this.#update();
+  }
+
+  #addPrefill(weight: number, x: number, y: number): void {
+    this.#p0 += weight;
+    this.#px += weight * x;
+    this.#pxx += weight * x * x;
+    this.#py += weight * y;
+    this.#pxy += weight * x * y;
   }
 
   observeStep(kvTokens: number, stepMs: number): void {
@@ -99,7 +121,12 @@ class EngineCalibration {
       a = (this.#s1y * m22 - m12 * this.#s2y) / det;
       b = (m11 * this.#s2y - m12 * this.#s1y) / det;
     }
-    const rate = (1000 * this.#tokens) / this.#prefillMs;
+    const prior = this.#prior.prefillTokensPerSec;
+    const spread = this.#p0 * this.#pxx - this.#px * this.#px;
+    let msPerToken = spread > 1e-9 * this.#p0 * this.#pxx ? (this.#p0 * this.#pxy - this.#px * this.#py) / spread : 1000 / prior;
+    msPerToken = bounded((msPerToken * prior) / 1000) * (1000 / prior);
+    this.#overheadMs = Math.max(0, (this.#py - msPerToken * this.#px) / this.#p0);
+    const rate = 1000 / msPerToken;
     this.#perf = {
       prefillTokensPerSec: bounded(rate / this.#prior.prefillTokensPerSec) * this.#prior.prefillTokensPerSec,
       decodeBaseMs: bounded(a) * this.#prior.decodeBaseMs,
@@ -124,6 +151,11 @@ export class Calibration {
   /** The engine's current figures: its prior until it has answered, then what its answers taught. */
   perf(spec: EngineSpec): EnginePerf {
     return this.#engines.get(spec.id)?.perf ?? (spec.perf === undefined ? this.#defaults : { ...this.#defaults, ...spec.perf });
+  }
+
+  /** The fixed latency the engine's first tokens show besides prefill and a step (0 before it has answered). */
+  overheadMs(spec: EngineSpec): number {
+    return this.#engines.get(spec.id)?.overheadMs ?? 0;
   }
 
   /** A first token came `ttftMs` after dispatch, with `tokens` to prefill before it and `kvTokens` in flight. */

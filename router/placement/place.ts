@@ -145,9 +145,10 @@ export class PlacedRequest {
     const load = queuedLoad(engine);
     const perf = deps.calibration.perf(engine.spec);
     const p = predictLatency(perf, load, { promptTokens, uncachedTokens: uncached, outputTokens });
-    this.predictedTtftMs = p.ttftMs;
+    // The fixed latency every request pays is the same on every engine, so routing leaves it out; a prediction has it.
+    this.predictedTtftMs = p.ttftMs + deps.calibration.overheadMs(engine.spec);
     this.predictedTpotMs = outputTokens > 1 ? p.decodeMs / (outputTokens - 1) : 0;
-    this.predictedE2eMs = p.ttftMs + p.decodeMs;
+    this.predictedE2eMs = this.predictedTtftMs + p.decodeMs;
     this.#queuedAhead = load.pendingPrefillTokens;
     this.#load = { prefillTokens: uncached, kvTokens: promptTokens + outputTokens / 2, outputTokens };
     deps.fleet.acquire(this.engineId, this.#load);

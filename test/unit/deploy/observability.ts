@@ -1,3 +1,4 @@
+import { DEFAULT_ENGINE_PERF } from '../../../core/engine.js';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
@@ -70,7 +71,7 @@ export function metricNamesInSource(text: string): Set<string> {
 export async function knownMetricNames(root: string): Promise<Set<string>> {
   const names = new Set<string>(PROMETHEUS_SERIES);
   const registry = new Registry();
-  createGatewayMetrics(registry, { engines: () => [], queueLength: () => new Map(), adaptersResident: () => new Map() });
+  createGatewayMetrics(registry, { engines: () => [], queueLength: () => new Map(), adaptersResident: () => new Map(), perf: () => DEFAULT_ENGINE_PERF });
   createKvEventMetrics(registry);
   const sim = createSimMetrics({ modelName: 'm', timing: new TimingModel(), maxLoras: 4 });
   for (const r of [registry, sim.registry]) {
