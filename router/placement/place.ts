@@ -6,6 +6,7 @@ import type { RequestFeatures, RoutingDecision } from '../routing/types.js';
 import type { Calibration } from './calibration.js';
 import type { RequestLoad } from './in-flight-load.js';
 import type { OutputLengths } from './output-length.js';
+import { PrefixHeat } from './prefix-heat.js';
 
 /**
  * The placement step, the one piece of code the gateway (router/proxy.ts) and the trace replayer
@@ -81,6 +82,7 @@ export interface Requester {
 
 export class Placement {
   readonly #deps: PlacementDeps;
+  readonly #heat = new PrefixHeat();
 
   constructor(deps: PlacementDeps) {
     this.#deps = deps;
@@ -101,10 +103,23 @@ export class Placement {
    */
   place(features: RequestFeatures, prompt: PromptBlocks | undefined, who: Requester, nowMs: number): PlacedRequest | undefined {
     const { pipeline, fleet } = this.#deps;
-    const decision = pipeline.route(features, fleet.snapshot());
+    const shared = prompt === undefined ? undefined : sharedBlock(prompt);
+    const routed =
+      shared === undefined || features.prefix === undefined
+        ? features
+        : { ...features, prefix: { ...features.prefix, recentSharers: this.#heat.sharers(shared, nowMs) } };
+    const decision = pipeline.route(routed, fleet.snapshot());
     if (decision === undefined) return undefined;
+    if (shared !== undefined) this.#heat.touch(shared, nowMs);
     return new PlacedRequest(this.#deps, decision, features, prompt, who, nowMs);
   }
+}
+
+/** The last block of the longest prefix of the prompt any engine holds, or undefined when none holds any. */
+function sharedBlock(prompt: PromptBlocks): BlockHash | undefined {
+  let longest = 0;
+  for (const matched of prompt.matches.values()) if (matched > longest) longest = matched;
+  return longest === 0 ? undefined : prompt.hashes[Math.min(longest, prompt.hashes.length) - 1];
 }
 
 /** One request on its engine, from placement to its end. Each method may be called once, in this order. */

@@ -12,7 +12,15 @@ export interface RequestFeatures {
   /** Engines already tried for this request (retries go elsewhere). */
   readonly exclude: ReadonlySet<string>;
   /** The prompt's indexed blocks and how many leading ones each engine holds; absent when not computed. */
-  readonly prefix?: { readonly totalBlocks: number; readonly matches: ReadonlyMap<string, number> };
+  readonly prefix?: {
+    readonly totalBlocks: number;
+    readonly matches: ReadonlyMap<string, number>;
+    /**
+     * Requests that shared the longest matched prefix lately (placement/prefix-heat.ts): how many a copy of it
+     * would serve. Absent: unknown, counted as none.
+     */
+    readonly recentSharers?: number | undefined;
+  };
   /** The engine that last served this request's session, when the request carries a session key. */
   readonly sessionEngine?: string;
   /**

@@ -73,6 +73,10 @@ export function prefixCacheScorer(ctx: PluginContext): Scorer {
         mostHeld = Math.max(mostHeld, held[at]);
       }
     }
+    let holders = 0;
+    for (let i = 0; i < n; i++) if (held[i] === mostHeld) holders++;
+    // A copy made now serves about this many of the requests that will share the prefix: its share of them.
+    const amortised = 1 + (request.prefix?.recentSharers ?? 0) / (holders + 1);
     const cost = new Float64Array(n);
     let minCost = Infinity;
     for (let i = 0; i < n; i++) {
@@ -81,7 +85,10 @@ export function prefixCacheScorer(ctx: PluginContext): Scorer {
       const duplicated = total === 0 ? 0 : (mostHeld - held[i]) / total;
       const p = predictLatency(perf, queuedLoad(engines[i]), { promptTokens, uncachedTokens: promptTokens * missing, outputTokens });
       const locality = LOCALITY_WEIGHT.empty + (LOCALITY_WEIGHT.full - LOCALITY_WEIGHT.empty) * ctx.cacheFill(engines[i]);
-      cost[i] = TTFT_WEIGHT * p.ttftMs + p.decodeMs + p.externalityMs + locality * prefillMs(perf, promptTokens * duplicated);
+      const copyMs = prefillMs(perf, promptTokens * duplicated);
+      // The copy's prefill is in this request's TTFT; spread over the requests that will share it, it costs this one
+      // only its part of it, so a hot prefix spreads to engines that do not hold it when their batches are lighter.
+      cost[i] = TTFT_WEIGHT * (p.ttftMs - copyMs + copyMs / amortised) + p.decodeMs + p.externalityMs + locality * copyMs;
       if (cost[i] < minCost) minCost = cost[i];
     }
     return { cost, held, minCost, mostHeld };
