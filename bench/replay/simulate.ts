@@ -77,7 +77,10 @@ export interface SimulationOptions {
   readonly loadSignal?: LoadSignal;
   /** Default 1,000 ms, the gateway's default scrape interval. */
   readonly scrapeIntervalMs?: number;
-  /** How often each engine's load is sampled for the plots. Default: 1/400 of the initial arrivals' span. */
+  /**
+   * How often each engine's load is sampled for the plots. Default: 1/400 of the initial arrivals' span, doubled
+   * whenever 800 samples are reached (closed loops), so a run keeps 400 to 800 of them.
+   */
   readonly sampleIntervalMs?: number;
   /** Stops a closed-loop workload: no request arrives after it (virtual ms from the first arrival). */
   readonly maxDurationMs?: number;
@@ -150,7 +153,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
   const initial = workload.initial;
   const first = initial.length === 0 ? 0 : initial[0].timestampMs;
   const span = initial.length === 0 ? 0 : initial[initial.length - 1].timestampMs - first;
-  const sampleIntervalMs = opts.sampleIntervalMs ?? Math.max(1, span / SAMPLES);
+  let sampleIntervalMs = opts.sampleIntervalMs ?? Math.max(1, span / SAMPLES);
   const stopArrivalsAt = first + (opts.maxDurationMs ?? Infinity);
 
   const precise = opts.hashing === 'vllm';
@@ -176,7 +179,7 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
   const outcomes: RequestOutcome[] = [];
   const replayed: ReplayRequest[] = [];
   const reasons: Record<string, number> = {};
-  const samples: LoadSample[] = [];
+  let samples: LoadSample[] = [];
   let nextSampleMs = first;
   let finished = 0;
   let skipped = 0;
@@ -304,6 +307,12 @@ export async function simulate(opts: SimulationOptions): Promise<SimulationResul
     while (nextSampleMs <= at) {
       samples.push({ atMs: nextSampleMs, inFlight: fleet.specs.map((_, e) => fleet.inFlight(e)), batch: inStep.map((step) => step?.batchSize ?? 0) });
       nextSampleMs += sampleIntervalMs;
+      // A closed loop runs far past its first arrivals' span: keep every other sample, twice as far apart.
+      if (opts.sampleIntervalMs === undefined && samples.length >= 2 * SAMPLES) {
+        samples = samples.filter((_, k) => k % 2 === 0);
+        sampleIntervalMs *= 2;
+        nextSampleMs = samples[samples.length - 1].atMs + sampleIntervalMs;
+      }
     }
     accumulate(at);
     fleet.advance(at);
