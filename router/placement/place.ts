@@ -209,7 +209,9 @@ export class PlacedRequest {
     const ttftMs = this.#firstTokenAtMs! - this.#placedAtMs;
     const uncached = outcome.cachedTokens === undefined ? this.#load.prefillTokens : Math.max(0, (this.#prompt?.promptTokens ?? 0) - outcome.cachedTokens);
     const { calibration } = this.#deps;
-    calibration.observeFirstToken(engine.spec, this.#queuedAhead + uncached, ttftMs, this.#kvAtFirstToken);
+    // Only when its own prefill dominates: the count of prefill queued ahead is the gateway's estimate (claims that
+    // the engine may beat with hits of its own), and a rate learnt from it comes out too fast under heavy load.
+    if (this.#queuedAhead <= uncached) calibration.observeFirstToken(engine.spec, this.#queuedAhead + uncached, ttftMs, this.#kvAtFirstToken);
     const tokens = outcome.completionTokens ?? 0;
     const tpotMs = tokens > 1 ? (outcome.atMs - this.#firstTokenAtMs!) / (tokens - 1) : undefined;
     if (tpotMs !== undefined) {
