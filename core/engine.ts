@@ -75,6 +75,11 @@ export interface EngineSnapshot {
    */
   readonly pendingPrefillTokens?: number | undefined;
   /**
+   * How long the engine has been computing the oldest of those prompts, ms (router/placement/in-flight-load.ts):
+   * prefill is first come first served, so about that long times its prefill rate of the queue is done already.
+   */
+  readonly prefillHeadAgeMs?: number | undefined;
+  /**
    * KV tokens the requests in flight hold, as the gateway counts them (each its prompt plus half its expected
    * output: its mean context over its life); with inFlightOutputTokens, what a decode step on the engine reads and
    * how long its batch will go on. Undefined where not tracked, as pendingPrefillTokens.

@@ -54,8 +54,9 @@ export class SimulatedFleet implements PlacementFleet {
       const { inFlight, pendingPrefillTokens, kvTokens, outputTokens } = this.#loads[e];
       const load = this.#scraped[e];
       const recentPrefillRate = this.#loads[e].recentPrefillRate(this.#nowMs);
+      const prefillHeadAgeMs = this.#loads[e].prefillHeadAge(this.#nowMs);
       return this.#trackPending
-        ? { spec, healthy: true, inFlight, load, pendingPrefillTokens, inFlightKvTokens: kvTokens, inFlightOutputTokens: outputTokens, recentPrefillRate }
+        ? { spec, healthy: true, inFlight, load, pendingPrefillTokens, prefillHeadAgeMs, inFlightKvTokens: kvTokens, inFlightOutputTokens: outputTokens, recentPrefillRate }
         : { spec, healthy: true, inFlight, load };
     });
     return this.#snapshots;
@@ -67,7 +68,7 @@ export class SimulatedFleet implements PlacementFleet {
   }
 
   prefillDone(id: string, load: RequestLoad): void {
-    this.#loads[this.indexOf(id)].prefillDone(load);
+    this.#loads[this.indexOf(id)].prefillDone(load, this.#nowMs);
     this.#snapshots = undefined;
   }
 

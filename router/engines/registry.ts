@@ -150,7 +150,7 @@ export class EngineRegistry {
   prefillDone(id: string, load: RequestLoad): void {
     const state = this.#engines.get(id);
     if (state === undefined || load.prefillTokens === 0) return;
-    state.inFlight.prefillDone(load);
+    state.inFlight.prefillDone(load, performance.now());
     this.#changed(state);
   }
 
@@ -330,6 +330,7 @@ function freeze(state: EngineState, nowMs: number): EngineSnapshot {
     inFlightKvTokens: load.kvTokens,
     inFlightOutputTokens: load.outputTokens,
     recentPrefillRate: load.recentPrefillRate(nowMs),
+    prefillHeadAgeMs: load.prefillHeadAge(nowMs),
     load: state.load,
   };
 }

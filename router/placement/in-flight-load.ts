@@ -27,6 +27,14 @@ export class InFlightLoad {
   // Prompt tokens sent to prefill, per ms, exponentially decaying: the value at #rateAtMs.
   #prefillRate = 0;
   #rateAtMs = 0;
+  // Since when the engine has been working on the oldest prefill it has pending (the last first token, or since
+  // its queue was empty): prefill is first come first served, so that much of the queue is done already.
+  #headSinceMs = 0;
+
+  /** How long the engine has been on the head of its prefill queue; 0 with nothing pending. */
+  prefillHeadAge(nowMs: number): number {
+    return this.pendingPrefillTokens > 0 ? Math.max(0, nowMs - this.#headSinceMs) : 0;
+  }
 
   /** Prompt tokens per second sent here to prefill lately: what keeps this engine's steps busy with prefill. */
   recentPrefillRate(nowMs: number): number {
@@ -36,6 +44,7 @@ export class InFlightLoad {
   add(load: RequestLoad, nowMs: number): void {
     this.#prefillRate = this.recentPrefillRate(nowMs) / 1000 + load.prefillTokens / PREFILL_RATE_WINDOW_MS;
     this.#rateAtMs = nowMs;
+    if (this.pendingPrefillTokens === 0) this.#headSinceMs = nowMs;
     this.inFlight++;
     this.pendingPrefillTokens += load.prefillTokens;
     this.kvTokens += load.kvTokens;
@@ -43,8 +52,9 @@ export class InFlightLoad {
   }
 
   /** The request's prefill is over (first token) or will not happen (it failed). Call once, before remove(). */
-  prefillDone(load: RequestLoad): void {
+  prefillDone(load: RequestLoad, nowMs: number): void {
     this.pendingPrefillTokens = Math.max(0, this.pendingPrefillTokens - load.prefillTokens);
+    this.#headSinceMs = nowMs;
   }
 
   remove(load: RequestLoad): void {
@@ -67,5 +77,6 @@ export class InFlightLoad {
     this.outputTokens = other.outputTokens;
     this.#prefillRate = other.#prefillRate;
     this.#rateAtMs = other.#rateAtMs;
+    this.#headSinceMs = other.#headSinceMs;
   }
 }

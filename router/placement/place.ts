@@ -1,6 +1,6 @@
 import type { EngineSnapshot } from '../../core/engine.js';
 import type { BlockHash, PrefixMatches } from '../../kvcache/types.js';
-import { predictLatency, prefillShare, queuedLoad } from '../routing/engine-model.js';
+import { predictLatency, prefillShare, queuedLoad, queuedPrefill } from '../routing/engine-model.js';
 import type { RoutingPipeline } from '../routing/pipeline.js';
 import type { RequestFeatures, RoutingDecision } from '../routing/types.js';
 import type { Calibration } from './calibration.js';
@@ -164,7 +164,7 @@ export class PlacedRequest {
     this.predictedTtftMs = p.ttftMs + deps.calibration.overheadMs(engine.spec);
     this.predictedTpotMs = outputTokens > 1 ? p.decodeMs / (outputTokens - 1) : 0;
     this.predictedE2eMs = this.predictedTtftMs + p.decodeMs;
-    this.#queuedAhead = load.pendingPrefillTokens;
+    this.#queuedAhead = queuedPrefill(perf, load);
     this.#load = { prefillTokens: uncached, kvTokens: promptTokens + outputTokens / 2, outputTokens };
     deps.fleet.acquire(this.engineId, this.#load);
     // Recorded at decision time, as the engine starts prefilling: a burst sharing this prefix follows at once.

@@ -21,6 +21,7 @@ export interface RequestShape {
 export interface QueuedLoad {
   readonly inFlight: number;
   readonly pendingPrefillTokens: number;
+  readonly prefillHeadAgeMs: number;
   readonly kvTokens: number;
   readonly outputTokens: number;
   /** Prompt tokens per second sent to the engine to prefill lately (EngineSnapshot.recentPrefillRate). */
@@ -40,6 +41,7 @@ export function queuedLoad(engine: EngineSnapshot): QueuedLoad {
   return {
     inFlight: engine.inFlight,
     pendingPrefillTokens: engine.pendingPrefillTokens ?? 0,
+    prefillHeadAgeMs: engine.prefillHeadAgeMs ?? 0,
     kvTokens: engine.inFlightKvTokens ?? 0,
     outputTokens: engine.inFlightOutputTokens ?? 0,
     recentPrefillRate: engine.recentPrefillRate ?? 0,
@@ -61,6 +63,15 @@ export function prefillShare(perf: EnginePerf, load: QueuedLoad): number {
   return Math.min(MAX_PREFILL_SHARE, load.recentPrefillRate / perf.prefillTokensPerSec);
 }
 
+/**
+ * Prefill still queued on the engine: what the gateway sent less what the engine has computed of its head since
+ * the last first token. Without this, a long prompt's tokens count in full until its first token, and an engine
+ * seconds into a 100K-token prompt looks as far from free as when it started.
+ */
+export function queuedPrefill(perf: EnginePerf, load: QueuedLoad): number {
+  return Math.max(0, load.pendingPrefillTokens - (perf.prefillTokensPerSec * load.prefillHeadAgeMs) / 1000);
+}
+
 export function stepMs(perf: EnginePerf, kvTokens: number): number {
   return perf.decodeBaseMs + (perf.decodeMsPer1kKvTokens * kvTokens) / 1000;
 }
@@ -73,8 +84,8 @@ export function prefillMs(perf: EnginePerf, tokens: number): number {
  * The three times placing `request` on an engine with `load` and `perf` costs:
  *
  * - TTFT: prefill is scheduled first come first served, so the request waits for the prefill queued ahead of it
- *   (the gateway's exact pending-prefill count), then computes its uncached tokens, and samples its first token at
- *   the end of a step that reads the batch's KV.
+ *   (the gateway's exact pending-prefill count, less what the engine has done of it: queuedPrefill), then computes
+ *   its uncached tokens, and samples its first token at the end of a step that reads the batch's KV.
  * - Decode: each later token is one step of the batch it joins: the KV in flight plus its own mean context (its
  *   prompt and half its output), stretched by the share of the engine's time that other requests' prefill takes
  *   meanwhile (prefillShare). This is the term that keeps a shared prefix from becoming a hot spot: a cached
@@ -86,7 +97,7 @@ export function prefillMs(perf: EnginePerf, tokens: number): number {
  */
 export function predictLatency(perf: EnginePerf, load: QueuedLoad, request: RequestShape): LatencyPrediction {
   const ownKv = request.promptTokens + request.outputTokens / 2;
-  const ttftMs = prefillMs(perf, load.pendingPrefillTokens + request.uncachedTokens) + stepMs(perf, load.kvTokens + request.promptTokens);
+  const ttftMs = prefillMs(perf, queuedPrefill(perf, load) + request.uncachedTokens) + stepMs(perf, load.kvTokens + request.promptTokens);
   const decodeMs = (Math.max(0, request.outputTokens - 1) * stepMs(perf, load.kvTokens + ownKv)) / (1 - prefillShare(perf, load));
   const sharedSteps = Math.min(load.inFlight * request.outputTokens, load.outputTokens / 2);
   const externalityMs =
