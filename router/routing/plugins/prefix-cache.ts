@@ -39,13 +39,13 @@ export const TTFT_WEIGHT = 3;
 
 /**
  * Weight of the prefill time of the blocks a placement would duplicate, on an empty cache and on a full one (the
- * index's fill of the engine, linearly between), in units of TTFT ms before TTFT_WEIGHT. Empty: a copy costs
- * about what it costs to make, so a shared system prompt spreads by load once the decode batches differ. Full:
- * every block of a copy evicts a block of a prefix that later requests would have hit, and with a working set
- * larger than the caches (the Mooncake trace) each such block is computed many times over; 32 keeps that trace's
- * hit ratio at perfect partitioning's less a few percent.
+ * index's fill of the engine, linearly between), in units of TTFT ms before TTFT_WEIGHT. Empty: a copy evicts
+ * nothing, so it costs only its own prefill, in the TTFT term; a shared system prompt spreads by load. Full: every
+ * block of a copy evicts a block of a prefix that later requests would have hit, and with a working set larger
+ * than the caches (the Mooncake trace) each such block is computed many times over; 32 keeps that trace's hit
+ * ratio at perfect partitioning's less a few percent.
  */
-export const LOCALITY_WEIGHT = { empty: 2, full: 32 } as const;
+export const LOCALITY_WEIGHT = { empty: 0, full: 32 } as const;
 
 interface Costs {
   readonly cost: Float64Array;
