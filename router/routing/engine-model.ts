@@ -37,13 +37,17 @@ export interface LatencyPrediction {
   readonly externalityMs: number;
 }
 
-export function queuedLoad(engine: EngineSnapshot): QueuedLoad {
+/**
+ * The engine's load as the model reads it. Where the gateway does not track the KV and output in flight (the
+ * replayer's in-flight-only mode), each request in flight is taken to be like `like`, the request being placed.
+ */
+export function queuedLoad(engine: EngineSnapshot, like?: RequestShape): QueuedLoad {
   return {
     inFlight: engine.inFlight,
     pendingPrefillTokens: engine.pendingPrefillTokens ?? 0,
     prefillHeadAgeMs: engine.prefillHeadAgeMs ?? 0,
-    kvTokens: engine.inFlightKvTokens ?? 0,
-    outputTokens: engine.inFlightOutputTokens ?? 0,
+    kvTokens: engine.inFlightKvTokens ?? (like === undefined ? 0 : engine.inFlight * (like.promptTokens + like.outputTokens / 2)),
+    outputTokens: engine.inFlightOutputTokens ?? (like === undefined ? 0 : engine.inFlight * like.outputTokens),
     recentPrefillRate: engine.recentPrefillRate ?? 0,
   };
 }

@@ -83,7 +83,8 @@ export function prefixCacheScorer(ctx: PluginContext): Scorer {
       const perf = ctx.perf(engines[i]);
       const missing = total === 0 ? 1 : 1 - held[i] / total;
       const duplicated = total === 0 ? 0 : (mostHeld - held[i]) / total;
-      const p = predictLatency(perf, queuedLoad(engines[i]), { promptTokens, uncachedTokens: promptTokens * missing, outputTokens });
+      const shape = { promptTokens, uncachedTokens: promptTokens * missing, outputTokens };
+      const p = predictLatency(perf, queuedLoad(engines[i], shape), shape);
       const locality = LOCALITY_WEIGHT.empty + (LOCALITY_WEIGHT.full - LOCALITY_WEIGHT.empty) * ctx.cacheFill(engines[i]);
       const copyMs = prefillMs(perf, promptTokens * duplicated);
       // The copy's prefill is in this request's TTFT; spread over the requests that will share it, it costs this one
