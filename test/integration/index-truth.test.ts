@@ -116,3 +116,52 @@ describe('/healthz and the index audit', () => {
     expect(metricValue(text, 'switchyard_prefix_index_agreement_total', { engine: 'e0', verdict: 'over' })).toBe(AUDIT_MIN_SAMPLES);
   });
 });
+
+describe('what the index learns from answers', () => {
+  async function chatRaw(url: string, content: string, extra: Record<string, unknown> = {}) {
+    const res = await request(`${url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: authHeaders(),
+      body: JSON.stringify({ model: testModel, messages: [{ role: 'user', content }], max_tokens: 4, ...extra }),
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, prefixBlocks: String(res.headers['x-switchyard-prefix-blocks']), route: String(res.headers['x-switchyard-route']), text };
+  }
+
+  it('does not record a prompt whose request the engine refused', async () => {
+    const sim = await startSim({ model: testModel, port: 0, zeroLatency: true, maxModelLen: 256 });
+    cleanups.push(() => sim.close());
+    const url = await gateway([{ id: 'e0', url: sim.url, kind: 'vllm', models: [testModel], labels: {} }]);
+    const tooLong = longPrompt();
+    const first = await chatRaw(url, tooLong);
+    expect(first.status).toBe(400);
+    const [, blocks] = first.prefixBlocks.split('/').map(Number);
+    expect(first.prefixBlocks).toBe(`0/${blocks}`);
+    // Before, the refused prompt stayed recorded and the same prompt came back claiming every block.
+    expect((await chatRaw(url, tooLong)).prefixBlocks).toBe(`0/${blocks}`);
+  });
+
+  it('drops the blocks an engine reports it did not hold, and says why it routed where it did', async () => {
+    const sim = await startSim({ model: testModel, port: 0, zeroLatency: true });
+    cleanups.push(() => sim.close());
+    const url = await gateway([{ id: 'e0', url: sim.url, kind: 'vllm', models: [testModel], labels: {} }]);
+    const prompt = longPrompt();
+    const first = await chat(url, prompt);
+    const [, blocks] = first.prefixBlocks.split('/').map(Number);
+    expect((await chat(url, prompt)).prefixBlocks).toBe(`${blocks}/${blocks}`);
+
+    const reset = await request(`${sim.url}/reset_prefix_cache`, { method: 'POST' });
+    expect(reset.statusCode).toBe(200);
+    await reset.body.dump();
+    // The index still claims the prompt; the engine reports none of it cached, and the claim is taken back.
+    expect(await chat(url, prompt)).toEqual({ prefixBlocks: `${blocks}/${blocks}`, cached: 0 });
+    expect((await chat(url, prompt)).prefixBlocks).toBe(`0/${blocks}`);
+
+    const streamed = await chatRaw(url, longPrompt(), { stream: true, max_tokens: 16 });
+    expect(streamed.status).toBe(200);
+    expect(streamed.route).toMatch(/^(miss-least-loaded|prefix-hit|prefix-shared|prefix-overloaded); predicted-ttft-ms=\d+$/);
+    const metrics = await (await request(`${url}/metrics`)).body.text();
+    expect(metricValue(metrics, 'switchyard_routing_prediction_error_count', { quantity: 'ttft' })).toBe(1);
+    expect(metricValue(metrics, 'switchyard_routing_prediction_error_count', { quantity: 'tpot' })).toBe(1);
+  });
+});
