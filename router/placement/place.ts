@@ -205,7 +205,11 @@ export class PlacedRequest {
     this.#deps.fleet.release(this.engineId, this.#load);
     if (outcome.completionTokens !== undefined) this.#deps.outputs.observe(this.#who.tenant, this.#who.model, outcome.completionTokens);
     if (outcome.cachedTokens !== undefined) this.#checkClaim(outcome.cachedTokens);
-    if (!outcome.streamed || engine === undefined) return;
+    if (outcome.streamed && engine !== undefined) this.#learn(engine, outcome);
+  }
+
+  /** Calibrates the engine's figures from a stream's first token and gaps, and reports the prediction's error. */
+  #learn(engine: EngineSnapshot, outcome: Outcome): void {
     const ttftMs = this.#firstTokenAtMs! - this.#placedAtMs;
     const uncached = outcome.cachedTokens === undefined ? this.#load.prefillTokens : Math.max(0, (this.#prompt?.promptTokens ?? 0) - outcome.cachedTokens);
     const { calibration } = this.#deps;
@@ -231,8 +235,10 @@ export class PlacedRequest {
     const prompt = this.#prompt;
     if (prompt === undefined || this.totalBlocks === 0) return;
     const claimedTokens = Math.min(prompt.promptTokens, this.matchedBlocks * this.#deps.blockTokens);
-    const verdict = this.#deps.audit?.compare(this.engineId, claimedTokens, cachedTokens);
-    if (verdict !== 'over' || this.#queuedAhead > 0 || cachedTokens * 2 > claimedTokens) return;
+    this.#deps.audit?.compare(this.engineId, claimedTokens, cachedTokens);
+    // More than a block short (engines count in their own blocks), and by more than half the claim.
+    const far = claimedTokens - cachedTokens > this.#deps.blockTokens && cachedTokens * 2 <= claimedTokens;
+    if (!far || this.#queuedAhead > 0) return;
     const held = Math.floor(cachedTokens / this.#deps.blockTokens);
     this.#deps.index?.recordRemoved(this.engineId, prompt.hashes.slice(held));
   }
