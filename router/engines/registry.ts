@@ -72,7 +72,7 @@ export class EngineRegistry {
   #engines = new Map<string, EngineState>();
   /** Cached snapshot() result; undefined after any change. */
   #snapshots: readonly EngineSnapshot[] | undefined;
-  #snapshotsAt = 0;
+  #refreshedAt = 0;
   #healthTimer: NodeJS.Timeout | undefined;
   #scrapeTimer: NodeJS.Timeout | undefined;
   #started = false;
@@ -116,16 +116,15 @@ export class EngineRegistry {
    * changes; snapshots are immutable, so one held by a routing decision keeps describing that instant.
    */
   snapshot(): readonly EngineSnapshot[] {
-    // The recent prefill rates decay with time: snapshots are refreshed that often even when nothing changes.
+    // Prefill rates and queue-head ages move with time: every engine's snapshot is refreshed that often, whether or
+    // not anything changed (a rebuild after one engine's change leaves the others' as they were).
     const now = performance.now();
-    if (now - this.#snapshotsAt > SNAPSHOT_REFRESH_MS) {
+    if (Math.abs(now - this.#refreshedAt) > SNAPSHOT_REFRESH_MS) {
       for (const state of this.#engines.values()) state.snapshot = freeze(state, now);
       this.#snapshots = undefined;
+      this.#refreshedAt = now;
     }
-    if (this.#snapshots === undefined) {
-      this.#snapshots = Array.from(this.#engines.values(), (s) => s.snapshot);
-      this.#snapshotsAt = now;
-    }
+    this.#snapshots ??= Array.from(this.#engines.values(), (s) => s.snapshot);
     return this.#snapshots;
   }
 

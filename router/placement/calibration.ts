@@ -25,8 +25,12 @@ const PRIOR_WEIGHT = 2;
 const PRIOR_PREFILL_TOKENS = 8192;
 /** Streams with fewer tokens than this give no usable mean gap. */
 export const MIN_DECODE_TOKENS = 8;
-/** Strength of the pull between the two step terms' scales, relative to the data's weight. */
-const RIDGE = 0.05;
+/**
+ * Strength of the pull between the two step terms' scales, as a share of the prior's own weight: fixed, so it
+ * fades against the data (a window's worth of it outweighs it 50 times), yet never zero, so observations from a
+ * narrow range of KV, which cannot tell base from slope, keep the prior's shape.
+ */
+const RIDGE = 0.5;
 /** KV of the prior's pseudo-observation of a step (tokens): a mid-sized batch. */
 const PRIOR_KV_TOKENS = 64_000;
 /** No estimate moves further than this factor from its prior: one absurd observation must not wreck routing. */
@@ -50,6 +54,7 @@ class EngineCalibration {
   #s22: number;
   #s1y: number;
   #s2y: number;
+  readonly #ridge: number;
 
   constructor(prior: EnginePerf) {
     this.#prior = prior;
@@ -60,6 +65,7 @@ class EngineCalibration {
     this.#s11 = this.#s12 = this.#s22 = this.#s1y = this.#s2y = 0;
     const f2 = (prior.decodeMsPer1kKvTokens * PRIOR_KV_TOKENS) / 1000;
     this.#addStep(PRIOR_WEIGHT, prior.decodeBaseMs, f2, prior.decodeBaseMs + f2);
+    this.#ridge = RIDGE * PRIOR_WEIGHT * (prior.decodeBaseMs ** 2 + f2 ** 2);
   }
 
   get perf(): EnginePerf {
@@ -109,7 +115,7 @@ class EngineCalibration {
   }
 
   #update(): void {
-    const r = RIDGE * (this.#s11 + this.#s22);
+    const r = this.#ridge;
     // Normal equations with the penalty r (a - b)^2: [[s11 + r, s12 - r], [s12 - r, s22 + r]] [a b]' = [s1y s2y]'.
     const m11 = this.#s11 + r;
     const m12 = this.#s12 - r;

@@ -66,13 +66,14 @@ export function prefixCacheScorer(ctx: PluginContext): Scorer {
       held[i] = matchedBlocks(request, engines[i].spec.id);
       if (held[i] > mostHeld) mostHeld = held[i];
     }
-    if (request.sessionEngine !== undefined) {
-      const at = engines.findIndex((e) => e.spec.id === request.sessionEngine);
-      if (at >= 0) {
-        held[at] = Math.max(held[at], mostHeld, Math.floor(total / 2));
-        mostHeld = Math.max(mostHeld, held[at]);
-      }
+    const sessionAt = request.sessionEngine === undefined ? -1 : engines.findIndex((e) => e.spec.id === request.sessionEngine);
+    if (sessionAt >= 0) {
+      held[sessionAt] = Math.max(held[sessionAt], mostHeld, Math.floor(total / 2));
+      mostHeld = Math.max(mostHeld, held[sessionAt]);
     }
+    // The share of the prompt each engine holds; without prefix features, a session's engine still holds half.
+    const share = (i: number) => (total === 0 ? (i === sessionAt ? 0.5 : 0) : held[i] / total);
+    const mostShare = total === 0 ? (sessionAt >= 0 ? 0.5 : 0) : mostHeld / total;
     let holders = 0;
     for (let i = 0; i < n; i++) if (held[i] === mostHeld) holders++;
     // A copy made now serves about this many of the requests that will share the prefix: its share of them.
@@ -81,12 +82,10 @@ export function prefixCacheScorer(ctx: PluginContext): Scorer {
     let minCost = Infinity;
     for (let i = 0; i < n; i++) {
       const perf = ctx.perf(engines[i]);
-      const missing = total === 0 ? 1 : 1 - held[i] / total;
-      const duplicated = total === 0 ? 0 : (mostHeld - held[i]) / total;
-      const shape = { promptTokens, uncachedTokens: promptTokens * missing, outputTokens };
+      const shape = { promptTokens, uncachedTokens: promptTokens * (1 - share(i)), outputTokens };
       const p = predictLatency(perf, queuedLoad(engines[i], shape), shape);
       const locality = LOCALITY_WEIGHT.empty + (LOCALITY_WEIGHT.full - LOCALITY_WEIGHT.empty) * ctx.cacheFill(engines[i]);
-      const copyMs = prefillMs(perf, promptTokens * duplicated);
+      const copyMs = prefillMs(perf, promptTokens * (mostShare - share(i)));
       // The copy's prefill is in this request's TTFT; spread over the requests that will share it, it costs this one
       // only its part of it, so a hot prefix spreads to engines that do not hold it when their batches are lighter.
       cost[i] = TTFT_WEIGHT * (p.ttftMs - copyMs + copyMs / amortised) + p.decodeMs + p.externalityMs + locality * copyMs;

@@ -212,4 +212,19 @@ describe('Calibration', () => {
     cal.forget('b');
     expect(cal.perf(b)).toEqual({ ...DEFAULT_ENGINE_PERF, prefillTokensPerSec: 20_000 });
   });
+
+  it('learns base and slope that differ from the prior by different factors', () => {
+    // Prior (H100 defaults): 6.5 ms + 0.044 ms / 1K. Truth: 15 ms (2.3x) + 0.2 ms / 1K (4.5x).
+    const truth: EnginePerf = { prefillTokensPerSec: 30_000, decodeBaseMs: 15, decodeMsPer1kKvTokens: 0.2 };
+    const cal = new Calibration();
+    const spec = { id: 'e', url: 'x', kind: 'vllm' as const, models: ['m'], labels: {} };
+    const rng = createRng(3);
+    for (let i = 0; i < 20 * CALIBRATION_WINDOW; i++) {
+      const kv = Math.round(rng() * 300_000);
+      cal.observeDecode(spec, 64, truth.decodeBaseMs + (truth.decodeMsPer1kKvTokens * kv) / 1000, kv, 0);
+    }
+    const p = cal.perf(spec);
+    expect(p.decodeBaseMs / truth.decodeBaseMs).toBeLessThan(1.15);
+    expect(p.decodeMsPer1kKvTokens / truth.decodeMsPer1kKvTokens).toBeGreaterThan(0.85);
+  });
 });

@@ -266,3 +266,12 @@ describe('prefix-cache through the placement step', () => {
     expect(slowCount).toBeLessThan(0.6 * fastCount);
   });
 });
+
+describe('prefix-cache without prefix features', () => {
+  it("keeps a session on its engine when the gateway computes no prefix (kvcache off), while it is not overloaded", () => {
+    const pipeline = createPipeline({}, { rng: createRng(1) });
+    const req = request({ promptTokens: 3000, outputTokens: 100, sessionEngine: 'b' });
+    expect(pipeline.route(req, [engine('a'), engine('b', { inFlight: 1 })])!.engine.spec.id).toBe('b');
+    expect(pipeline.route(req, [engine('a'), engine('b', { inFlight: 40, pendingPrefillTokens: 60_000 })])!.engine.spec.id).toBe('a');
+  });
+});
