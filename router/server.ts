@@ -224,7 +224,12 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       }
     }
     app.log.info({ source, engines: found.map((e) => e.id) }, 'discovered engines changed');
-    for (const e of registry.snapshot()) if (!known.has(e.spec.id)) audit?.forget(e.spec.id);
+    for (const e of registry.snapshot()) {
+      if (known.has(e.spec.id)) continue;
+      audit?.forget(e.spec.id);
+      // An engine that comes back under the same id may run on other hardware: it starts from its prior again.
+      calibration.forget(e.spec.id);
+    }
     registry.setEngines(all).catch((err: unknown) => app.log.error({ err }, 'could not apply the discovered engines'));
     prefix?.setEngines(all);
   };
