@@ -8,7 +8,7 @@ import { lastCall, matchedBlocks } from './common.js';
  * prefix-cache scorer: the engine where the request costs least time, its own and everyone's. Per candidate e,
  * in ms, from the engine model (engine-model.ts) with e's calibrated figures:
  *
- *   cost_e = TTFT_WEIGHT x TTFT_e + decode_e + externality_e + locality_e
+ *   cost_e = felt(TTFT_e) + decode_e + externality_e + locality_e
  *
  * - TTFT_e: the prefill queued on e, then the part of the prompt e lacks (the index's match), then one step. This
  *   is what a cached prefix buys.
@@ -30,12 +30,19 @@ import { lastCall, matchedBlocks } from './common.js';
  */
 
 /**
- * A ms of TTFT counts this many ms of decode or of others' time: a streaming user waits on the first token with
- * nothing to read, and the decode and externality terms must not trade a long wait for it against a slightly
- * shorter stream. 2 to 4 do about as well on the replays (bench/replay/README.md); 1 lets the Mooncake trace's
- * long prompts queue behind each other to spare decoding requests elsewhere.
+ * How a wait for the first token is felt, against ms of decode or of others' time: a streaming user hardly tells
+ * 20 ms from 60, and minds 5 s far more than a slower stream after it. So a TTFT of t weighs
+ * t x (1 + (TTFT_WEIGHT - 1) x t / (t + TTFT_FELT_MS)): about 1 for waits well under TTFT_FELT_MS, approaching
+ * TTFT_WEIGHT for long ones. A flat 3 kept the Mooncake trace's long prompts from queueing behind each other, and
+ * herded a cold burst sharing a system prompt onto the engine whose first prefill ended first (tens of ms ahead of
+ * the others'); a flat 1 spread the burst and let the trace's TTFT tail grow by half (bench/replay/README.md).
  */
 export const TTFT_WEIGHT = 3;
+export const TTFT_FELT_MS = 500;
+
+export function feltTtft(ttftMs: number): number {
+  return ttftMs * (1 + ((TTFT_WEIGHT - 1) * ttftMs) / (ttftMs + TTFT_FELT_MS));
+}
 
 /**
  * Weight of the prefill time of the blocks a placement would duplicate, on an empty cache and on a full one (the
@@ -88,7 +95,7 @@ export function prefixCacheScorer(ctx: PluginContext): Scorer {
       const copyMs = prefillMs(perf, promptTokens * (mostShare - share(i)));
       // The copy's prefill is in this request's TTFT; spread over the requests that will share it, it costs this one
       // only its part of it, so a hot prefix spreads to engines that do not hold it when their batches are lighter.
-      cost[i] = TTFT_WEIGHT * (p.ttftMs - copyMs + copyMs / amortised) + p.decodeMs + p.externalityMs + locality * copyMs;
+      cost[i] = feltTtft(p.ttftMs - copyMs + copyMs / amortised) + p.decodeMs + p.externalityMs + locality * copyMs;
       if (cost[i] < minCost) minCost = cost[i];
     }
     return { cost, held, minCost, mostHeld };

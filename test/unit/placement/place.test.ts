@@ -356,7 +356,7 @@ describe('the placement step: hot prefixes', () => {
   }
 
   it('counts the requests that lately shared a prefix: a hot one spreads to an idle engine, a cold one stays', async () => {
-    const batches = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32];
+    const batches = [0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32];
     const cold: string[] = [];
     const hot: string[] = [];
     for (const n of batches) {

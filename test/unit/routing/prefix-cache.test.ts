@@ -10,7 +10,7 @@ import { OutputLengths } from '../../../router/placement/output-length.js';
 import { Placement } from '../../../router/placement/place.js';
 import { createPipeline } from '../../../router/routing/pipeline.js';
 import { type PerfSource, specPerf } from '../../../router/routing/plugins.js';
-import { LOCALITY_WEIGHT, prefixCacheScorer, TTFT_WEIGHT } from '../../../router/routing/plugins/prefix-cache.js';
+import { feltTtft, LOCALITY_WEIGHT, prefixCacheScorer, TTFT_FELT_MS, TTFT_WEIGHT } from '../../../router/routing/plugins/prefix-cache.js';
 import type { RequestFeatures } from '../../../router/routing/types.js';
 import { engine, request } from './fixtures.js';
 
@@ -61,13 +61,22 @@ describe('prefix-cache scorer: the arithmetic', () => {
 
     // a: 1,600 uncached. TTFT (1,000 + 1,600) / 10K/s + step(24,000) = 267.4; decode 100 x step(24,050.5) = 740.505;
     // externality 2 x 160 + 0.40505 x min(2 x 101, 300 / 2) = 380.7575; it copies nothing.
-    const costA = TTFT_WEIGHT * 267.4 + 740.505 + 380.7575;
+    const costA = feltTtft(267.4) + 740.505 + 380.7575;
     // b: 4,000 uncached, of which 2,400 (6 blocks) a copy of a's: copyMs 240, spread over 1 + 2 / (1 holder + 1) = 2
     // requests in the TTFT term, and charged at b's fill (0.5) in the locality term.
     const locality = LOCALITY_WEIGHT.empty + (LOCALITY_WEIGHT.full - LOCALITY_WEIGHT.empty) * 0.5;
-    const costB = TTFT_WEIGHT * (405.4 - 240 + 240 / 2) + 540.505 + 0 + locality * 240;
+    const costB = feltTtft(405.4 - 240 + 240 / 2) + 540.505 + 0 + locality * 240;
     expect(s[0]).toBe(1);
     expect(s[1]).toBeCloseTo(costA / costB, 9);
+  });
+
+  it('feels a short wait for the first token at its length and a long one at up to TTFT_WEIGHT times it', () => {
+    expect(feltTtft(0)).toBe(0);
+    expect(feltTtft(TTFT_FELT_MS)).toBeCloseTo(TTFT_FELT_MS * (1 + (TTFT_WEIGHT - 1) / 2), 9);
+    expect(feltTtft(10) / 10).toBeLessThan(1.05);
+    expect(feltTtft(60_000) / 60_000).toBeGreaterThan(TTFT_WEIGHT - 0.05);
+    // Felt time only grows with the wait.
+    for (let t = 0; t < 10_000; t += 250) expect(feltTtft(t + 250)).toBeGreaterThan(feltTtft(t));
   });
 
   it('explains the decision by what the engines hold', () => {
