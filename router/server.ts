@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
-import { ConfigError, kvBlockSize, type Config } from '../core/config.js';
+import type { Config } from '../core/config.js';
 import type { EngineSpec } from '../core/engine.js';
 import { ControlPlaneError, ControlPlaneStore } from '../core/db/control-plane-store.js';
 import { migrate } from '../core/db/migrate.js';
@@ -18,10 +18,8 @@ import { createGatewayMetrics, type GatewayMetrics } from './metrics.js';
 import { PrefixTracker } from './prefix.js';
 import { proxyInference, type Endpoint, type ProxyDeps } from './proxy.js';
 import { Calibration } from './placement/calibration.js';
-import { OutputLengths } from './placement/output-length.js';
-import { Placement } from './placement/place.js';
-import { IndexAudit } from './placement/index-audit.js';
-import { createPipeline, type RoutingPipeline } from './routing/pipeline.js';
+import { createGatewayPlacement } from './placement/gateway-placement.js';
+import type { IndexAudit } from './placement/index-audit.js';
 import { chatBodySchema, completionBodySchema, embeddingBodySchema } from './schemas.js';
 import { SessionAffinity } from './sessions.js';
 import { AdaptersController } from '../adapters-controller/controller.js';
@@ -129,27 +127,8 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
     perf: (spec) => calibration.perf(spec),
   });
   const prefix = config.kvcache.enabled ? await PrefixTracker.create(config, metricsRegistry, app.log) : undefined;
-  const pipeline = routingPipeline(config, calibration, prefix);
   prefix?.setEngines(engines);
-  const audit =
-    prefix === undefined
-      ? undefined
-      : new IndexAudit({
-          registry: metricsRegistry,
-          log: app.log,
-          blockTokens: kvBlockSize(config.kvcache),
-          kvEvents: (id) => registry.snapshot().some((e) => e.spec.id === id && e.spec.kvEventsEndpoint !== undefined),
-        });
-  const placement = new Placement({
-    pipeline,
-    fleet: registry,
-    index: prefix,
-    calibration,
-    outputs: new OutputLengths(),
-    blockTokens: kvBlockSize(config.kvcache),
-    onPrediction: (check) => metrics.observePrediction(check),
-    audit,
-  });
+  const { placement, audit, forgetEngine } = createGatewayPlacement({ config, registry, prefix, calibration, metrics, metricsRegistry, log: app.log });
 
   // The control plane last, so nothing above can fail and leave it open.
   let db: SqlClient | undefined;
@@ -224,12 +203,7 @@ export async function createGateway(opts: GatewayOptions): Promise<Gateway> {
       }
     }
     app.log.info({ source, engines: found.map((e) => e.id) }, 'discovered engines changed');
-    for (const e of registry.snapshot()) {
-      if (known.has(e.spec.id)) continue;
-      audit?.forget(e.spec.id);
-      // An engine that comes back under the same id may run on other hardware: it starts from its prior again.
-      calibration.forget(e.spec.id);
-    }
+    for (const e of registry.snapshot()) if (!known.has(e.spec.id)) forgetEngine(e.spec.id);
     registry.setEngines(all).catch((err: unknown) => app.log.error({ err }, 'could not apply the discovered engines'));
     prefix?.setEngines(all);
   };
@@ -458,14 +432,6 @@ async function placementsByAdapter(state: AdapterStateStore): Promise<Map<string
     list.push(p.reason === undefined ? { engine: p.engine, state: p.state } : { engine: p.engine, state: p.state, reason: p.reason });
   }
   return out;
-}
-
-function routingPipeline(config: Config, calibration: Calibration, prefix: PrefixTracker | undefined): RoutingPipeline {
-  try {
-    return createPipeline(config.routing, { perf: (engine) => calibration.perf(engine.spec), cacheFill: (engine) => prefix?.fill(engine.spec.id) ?? 0 });
-  } catch (err) {
-    throw new ConfigError('routing', [`routing: ${(err as Error).message}`]);
-  }
 }
 
 function toApiError(error: FastifyError | ApiError | ControlPlaneError): ApiError {
