@@ -16,12 +16,10 @@ import { DEFAULT_ENGINE_PERF } from './engine.js';
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 const hex64 = /^[0-9a-f]{64}$/;
 
+/** An engine's figures (core/engine.ts EnginePerf), any of them: an engine's own, or routing.engineModel's defaults. */
 const PerfSchema = z
-  .object({
-    prefillTokensPerSec: z.number().positive().default(DEFAULT_ENGINE_PERF.prefillTokensPerSec),
-    decodeBaseMs: z.number().positive().default(DEFAULT_ENGINE_PERF.decodeBaseMs),
-    decodeMsPer1kKvTokens: z.number().positive().default(DEFAULT_ENGINE_PERF.decodeMsPer1kKvTokens),
-  })
+  .object({ prefillTokensPerSec: z.number().positive(), decodeBaseMs: z.number().positive(), decodeMsPer1kKvTokens: z.number().positive() })
+  .partial()
   .strict();
 
 const EngineSchema = z
@@ -39,11 +37,7 @@ const EngineSchema = z
     /** The engine's KV events PUB socket (vLLM --kv-events-config endpoint); needs kvcache.hashing: vllm. */
     kvEventsEndpoint: z.string().regex(/^tcp:\/\/[^\s]+:\d+$/, 'a ZMQ endpoint, e.g. tcp://10.0.0.7:5557').optional(),
     /** This engine's figures where they differ from routing.engineModel (another GPU, a bigger model). */
-    perf: z
-      .object({ prefillTokensPerSec: z.number().positive(), decodeBaseMs: z.number().positive(), decodeMsPer1kKvTokens: z.number().positive() })
-      .partial()
-      .strict()
-      .optional(),
+    perf: PerfSchema.optional(),
   })
   .strict();
 
@@ -70,7 +64,11 @@ const RoutingSchema = z
      * How fast engines are believed to run before the gateway has calibrated them from their answers (an engine's
      * own `perf` overrides it): the prefix-cache policy predicts latency from it. Default: Llama-3.1-8B on an H100.
      */
-    engineModel: PerfSchema.prefault({}),
+    engineModel: PerfSchema.prefault({}).transform((p) => ({
+      prefillTokensPerSec: p.prefillTokensPerSec ?? DEFAULT_ENGINE_PERF.prefillTokensPerSec,
+      decodeBaseMs: p.decodeBaseMs ?? DEFAULT_ENGINE_PERF.decodeBaseMs,
+      decodeMsPer1kKvTokens: p.decodeMsPer1kKvTokens ?? DEFAULT_ENGINE_PERF.decodeMsPer1kKvTokens,
+    })),
   })
   .strict();
 

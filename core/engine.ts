@@ -42,6 +42,11 @@ export const DEFAULT_ENGINE_PERF: Readonly<EnginePerf> = {
   decodeMsPer1kKvTokens: 0.044,
 };
 
+/** What an engine is believed to run at before it has answered: its own `perf` over the configured defaults. */
+export function priorPerf(spec: EngineSpec, defaults: Readonly<EnginePerf> = DEFAULT_ENGINE_PERF): EnginePerf {
+  return spec.perf === undefined ? defaults : { ...defaults, ...spec.perf };
+}
+
 /** Load as read from the engine's own /metrics, normalised across engine kinds. */
 export interface EngineLoad {
   readonly running: number;

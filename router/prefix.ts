@@ -103,10 +103,6 @@ export class PrefixTracker {
     return this.#index.fill(engineId);
   }
 
-  get blockTokens(): number {
-    return this.#blockSize;
-  }
-
   /**
    * The engine restarted: its cache is empty, whatever the index was told. Its KV event subscription stays: ZMQ
    * reconnects to the new process by itself.

@@ -4,7 +4,7 @@ import { EngineClient } from './engine-client.js';
 import { parseEngineLoad } from './engine-metrics.js';
 import { RestartWatch, type RestartReason } from './restart-watch.js';
 
-/** How stale a snapshot's decaying figures (the recent prefill rate) may get while nothing else changes, ms. */
+/** How stale a snapshot's time-dependent figures (recent prefill rate, queue-head age) may get, ms. */
 const SNAPSHOT_REFRESH_MS = 100;
 
 export interface EngineRegistryOptions {

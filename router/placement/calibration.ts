@@ -1,4 +1,4 @@
-import { DEFAULT_ENGINE_PERF, type EnginePerf, type EngineSpec } from '../../core/engine.js';
+import { DEFAULT_ENGINE_PERF, type EnginePerf, type EngineSpec, priorPerf } from '../../core/engine.js';
 
 /**
  * Each engine's EnginePerf, learned online from what the gateway sees of its answers, starting from the
@@ -156,7 +156,7 @@ export class Calibration {
 
   /** The engine's current figures: its prior until it has answered, then what its answers taught. */
   perf(spec: EngineSpec): EnginePerf {
-    return this.#engines.get(spec.id)?.perf ?? (spec.perf === undefined ? this.#defaults : { ...this.#defaults, ...spec.perf });
+    return this.#engines.get(spec.id)?.perf ?? priorPerf(spec, this.#defaults);
   }
 
   /** The fixed latency the engine's first tokens show besides prefill and a step (0 before it has answered). */

@@ -13,7 +13,7 @@ import { randomPicker } from './plugins/random.js';
 import { roundRobinPicker } from './plugins/round-robin.js';
 import { sessionScorer } from './plugins/session.js';
 import { sglangCacheAwarePicker } from './plugins/sglang-cache-aware.js';
-import { DEFAULT_ENGINE_PERF, type EnginePerf, type EngineSnapshot } from '../../core/engine.js';
+import { type EnginePerf, type EngineSnapshot, priorPerf } from '../../core/engine.js';
 import type { Filter, Picker, Scorer } from './types.js';
 
 /** Where a plugin gets an engine's figures: calibrated in the gateway and the replayer (router/placement/calibration.ts). */
@@ -35,8 +35,7 @@ export interface PluginContext extends EngineSources {
 export const noCacheFill = (): number => 0;
 
 /** Without calibration: the engine's configured figures, else the H100 defaults. */
-export const specPerf: PerfSource = (engine) =>
-  engine.spec.perf === undefined ? DEFAULT_ENGINE_PERF : { ...DEFAULT_ENGINE_PERF, ...engine.spec.perf };
+export const specPerf: PerfSource = (engine) => priorPerf(engine.spec);
 
 // Factories, not instances: a picker may keep state (round-robin's cursor), and each pipeline owns its own.
 const FILTERS = {
