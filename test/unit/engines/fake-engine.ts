@@ -1,4 +1,6 @@
 import Fastify from 'fastify';
+import type { EngineSpec } from '../../../core/engine.js';
+import { EngineRegistry } from '../../../router/engines/registry.js';
 
 /** What a fake engine answers; tests change these fields while it runs. */
 export interface FakeEngineState {
@@ -97,4 +99,21 @@ export async function waitFor(what: string, cond: () => boolean, timeoutMs = 5_0
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
+}
+
+/**
+ * `count` fake engines named engine-0.. serving `model`, in a started EngineRegistry that probes and scrapes only
+ * once (at start): a live registry whose counts a test drives by hand. Everything it opens is closed by `cleanups`.
+ */
+export async function startFakeFleet(count: number, model: string, cleanups: (() => Promise<unknown>)[]): Promise<{ registry: EngineRegistry; specs: EngineSpec[] }> {
+  const specs: EngineSpec[] = [];
+  for (let i = 0; i < count; i++) {
+    const fake = await startFakeEngine();
+    cleanups.push(() => fake.close());
+    specs.push({ id: `engine-${i}`, url: fake.url, kind: 'vllm', models: [model], labels: {} });
+  }
+  const registry = new EngineRegistry(specs, { healthIntervalMs: 60_000, healthTimeoutMs: 2000, scrapeIntervalMs: 60_000, scrapeTimeoutMs: 2000 });
+  cleanups.push(() => registry.stop());
+  await registry.start();
+  return { registry, specs };
 }

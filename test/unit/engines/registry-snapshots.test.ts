@@ -1,10 +1,9 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SimulatedFleet } from '../../../bench/replay/fleet.js';
 import { TimingModel } from '../../../engine-sim/timing-model.js';
-import { EngineRegistry } from '../../../router/engines/registry.js';
 import { queuedLoad, queuedPrefill } from '../../../router/routing/engine-model.js';
 import { DEFAULT_ENGINE_PERF } from '../../../core/engine.js';
-import { startFakeEngine, type FakeEngine } from './fake-engine.js';
+import { startFakeFleet } from './fake-engine.js';
 
 const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
@@ -14,18 +13,7 @@ afterEach(async () => {
 
 describe('registry snapshots under steady traffic', () => {
   it('age the head of a quiet engine prefill queue as the replayer does', async () => {
-    const fakes: FakeEngine[] = [];
-    for (let i = 0; i < 2; i++) {
-      const f = await startFakeEngine();
-      cleanups.push(() => f.close());
-      fakes.push(f);
-    }
-    const registry = new EngineRegistry(
-      fakes.map((f, i) => ({ id: `engine-${i}`, url: f.url, kind: 'vllm' as const, models: ['llama'], labels: {} })),
-      { healthIntervalMs: 60_000, healthTimeoutMs: 2000, scrapeIntervalMs: 60_000, scrapeTimeoutMs: 2000 },
-    );
-    cleanups.push(() => registry.stop());
-    await registry.start();
+    const { registry } = await startFakeFleet(2, 'llama', cleanups);
     const sim = new SimulatedFleet([new TimingModel(), new TimingModel()], 'llama', 'pending', 1000);
     vi.useFakeTimers({ toFake: ['performance'] });
     const tick = (ms: number) => {

@@ -2,12 +2,11 @@ import Fastify from 'fastify';
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SimulatedFleet } from '../../../bench/replay/fleet.js';
-import type { EngineSnapshot, EngineSpec } from '../../../core/engine.js';
+import type { EngineSnapshot } from '../../../core/engine.js';
 import { createRng } from '../../../core/hash.js';
 import { TimingModel } from '../../../engine-sim/timing-model.js';
 import { LocalPrefixIndex } from '../../../kvcache/index/local.js';
 import type { BlockHash } from '../../../kvcache/types.js';
-import { EngineRegistry } from '../../../router/engines/registry.js';
 import { Calibration } from '../../../router/placement/calibration.js';
 import { IndexAudit } from '../../../router/placement/index-audit.js';
 import { OutputLengths } from '../../../router/placement/output-length.js';
@@ -15,7 +14,7 @@ import { type Outcome, type PlacedRequest, Placement, type PlacementFleet, type 
 import { predictLatency, queuedLoad } from '../../../router/routing/engine-model.js';
 import { createPipeline } from '../../../router/routing/pipeline.js';
 import type { RequestFeatures } from '../../../router/routing/types.js';
-import { type FakeEngine, startFakeEngine } from '../engines/fake-engine.js';
+import { startFakeFleet } from '../engines/fake-engine.js';
 
 const MODEL = 'llama';
 const BLOCK = 16;
@@ -97,16 +96,7 @@ function simulatedFleet(n: number): { fleet: SimulatedFleet; ids: string[] } {
 describe('the placement step: live and replay decide alike', () => {
   it('makes the same choices and keeps the same counts over the live registry and the simulated fleet', async () => {
     // The live side: real HTTP engines answering /health and /metrics, in the gateway's own registry.
-    const fakes: FakeEngine[] = [];
-    for (let i = 0; i < 3; i++) {
-      const fake = await startFakeEngine();
-      cleanups.push(() => fake.close());
-      fakes.push(fake);
-    }
-    const specs: EngineSpec[] = fakes.map((f, i) => ({ id: `engine-${i}`, url: f.url, kind: 'vllm', models: [MODEL], labels: {} }));
-    const registry = new EngineRegistry(specs, { healthIntervalMs: 60_000, healthTimeoutMs: 2000, scrapeIntervalMs: 60_000, scrapeTimeoutMs: 2000 });
-    cleanups.push(() => registry.stop());
-    await registry.start();
+    const { registry, specs } = await startFakeFleet(3, MODEL, cleanups);
     expect(registry.snapshot().map((e) => e.healthy)).toEqual([true, true, true]);
 
     // The replay side: the replayer's fleet of timing models, named as the live engines are.
